@@ -1,0 +1,255 @@
+"""Command line: parses flags, calls the library, prints results. No logic lives here."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from packager import __version__
+from packager.errors import EXIT_CHECK_FAILED, EXIT_OK, PackagerError
+from packager.repo.durations import parse_duration
+from packager.repo.repository import ROLES, Expirations, PublishResult, UpdateRepository, utcnow
+from packager.repo.status import render_text, repository_status
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_DEFAULTS = {"root": "87600h", "targets": "26280h", "snapshot": "26280h", "timestamp": "336h"}
+
+
+def _duration(role_or_name: str) -> Callable[[click.Context, click.Parameter, str], timedelta]:
+    def convert(_ctx: click.Context, _param: click.Parameter, value: str) -> timedelta:
+        try:
+            return parse_duration(value, what=role_or_name)
+        except PackagerError as exc:
+            raise click.BadParameter(str(exc)) from None
+
+    return convert
+
+
+def path_option(f: F) -> F:
+    return click.option(
+        "--path",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path("."),
+        show_default=True,
+        help="Path to the local repository (holds keys/, repository/, staged/).",
+    )(f)
+
+
+def json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")(f)
+
+
+def expiration_options(*roles: str) -> Callable[[F], F]:
+    """--<role>-expiration flags for the roles a command signs."""
+
+    def decorate(f: F) -> F:
+        for role in reversed(roles):
+            f = click.option(
+                f"--{role}-expiration",
+                f"{role}_expiration",
+                default=_DEFAULTS[role],
+                show_default=True,
+                callback=_duration(f"--{role}-expiration"),
+                help=f"How long the new {role}.json stays valid (e.g. 336h, 14d).",
+            )(f)
+        return f
+
+    return decorate
+
+
+def _repo(path: Path, **expirations: timedelta) -> UpdateRepository:
+    defaults = Expirations()
+    values = {
+        role: expirations.get(f"{role}_expiration") or defaults.of(role) for role in ROLES
+    }
+    return UpdateRepository(path, expirations=Expirations(**values))
+
+
+def _emit(repo: UpdateRepository, as_json: bool, data: dict[str, Any], text: str) -> None:
+    for note in repo.recovery_notes:
+        click.echo(f"orbit-packager: {note}", err=True)
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+    elif text:
+        click.echo(text)
+
+
+def _versions_text(result: PublishResult) -> str:
+    return ", ".join(f"{role} v{version}" for role, version in result.versions.items())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="orbit-packager")
+def cli() -> None:
+    """Build Fleet Orbit (fleetd) installers and manage their TUF update repository."""
+
+
+@cli.group()
+def updates() -> None:
+    """Manage a TUF update repository for Orbit agents (compatible with `fleetctl updates`).
+
+    Passphrases come from FLEET_ROOT_PASSPHRASE, FLEET_TARGETS_PASSPHRASE,
+    FLEET_SNAPSHOT_PASSPHRASE and FLEET_TIMESTAMP_PASSPHRASE, or are asked on the terminal.
+    """
+
+
+@updates.command()
+@path_option
+@click.option(
+    "--consistent-snapshot",
+    is_flag=True,
+    help="Publish versioned metadata and hash-prefixed targets (atomic updates for clients).",
+)
+@expiration_options("root", "targets", "snapshot", "timestamp")
+@json_option
+def init(path: Path, consistent_snapshot: bool, as_json: bool, **exp: timedelta) -> None:
+    """Create keys and an empty repository (root, targets, snapshot, timestamp v1)."""
+    repo = _repo(path, **exp)
+    result = repo.init(consistent_snapshot=consistent_snapshot)
+    text = "\n".join(f"Generated {role} key with ID: {kid}" for role, kid in result.key_ids.items())
+    _emit(repo, as_json, {"path": str(path), "key_ids": result.key_ids}, text)
+
+
+@updates.command()
+@path_option
+@click.option(
+    "--target",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File to publish.",
+)
+@click.option("--name", required=True, help="Target name (orbit, osqueryd, desktop, ...).")
+@click.option("--platform", required=True, help="Platform (linux, linux-arm64, macos, windows...).")
+@click.option("--version", "version", required=True, help="Version of the target.")
+@click.option("--tag", "-t", "tags", multiple=True, help="Extra channel, e.g. stable (repeatable).")
+@expiration_options("targets", "snapshot", "timestamp")
+@json_option
+def add(
+    path: Path,
+    target: Path,
+    name: str,
+    platform: str,
+    version: str,
+    tags: tuple[str, ...],
+    as_json: bool,
+    **exp: timedelta,
+) -> None:
+    """Publish a target under its version and every tag; needs no root key."""
+    repo = _repo(path, **exp)
+    result = repo.add(target, name=name, platform=platform, version=version, tags=list(tags))
+    text = "\n".join(f"Added {p}" for p in result.added) + f"\n({_versions_text(result)})"
+    _emit(repo, as_json, {"added": result.added, "versions": result.versions}, text)
+
+
+@updates.command()
+@path_option
+@click.argument("targets", nargs=-1, required=True)
+@expiration_options("targets", "snapshot", "timestamp")
+@json_option
+def remove(path: Path, targets: tuple[str, ...], as_json: bool, **exp: timedelta) -> None:
+    """Remove targets by exact path (orbit/linux/1.2.0/orbit) or NAME/PLATFORM/CHANNEL."""
+    repo = _repo(path, **exp)
+    result = repo.remove(list(targets))
+    text = "\n".join(f"Removed {p}" for p in result.removed) + f"\n({_versions_text(result)})"
+    _emit(repo, as_json, {"removed": result.removed, "versions": result.versions}, text)
+
+
+@updates.command()
+@path_option
+@expiration_options("timestamp")
+@json_option
+def timestamp(path: Path, as_json: bool, **exp: timedelta) -> None:
+    """Re-sign timestamp.json (run at least every --timestamp-expiration)."""
+    repo = _repo(path, **exp)
+    result = repo.timestamp()
+    _emit(repo, as_json, {"versions": result.versions}, f"Signed {_versions_text(result)}")
+
+
+@updates.command()
+@path_option
+def roots(path: Path) -> None:
+    """Print the signed root.json (the value for `package --update-roots`)."""
+    data = _repo(path).roots()
+    sys.stdout.write(data.decode())
+    if not data.endswith(b"\n"):
+        sys.stdout.write("\n")
+
+
+@updates.command()
+@path_option
+@click.argument("role", type=click.Choice(ROLES))
+@expiration_options("root", "targets", "snapshot", "timestamp")
+@json_option
+def rotate(path: Path, role: str, as_json: bool, **exp: timedelta) -> None:
+    """Replace ROLE's key: revoke the old one, add a new one, re-sign everything."""
+    repo = _repo(path, **exp)
+    result = repo.rotate(role)
+    text = (
+        f"Generated new {role} key with ID: {result.new_key_ids[role]}\n"
+        f"({_versions_text(result)})"
+    )
+    _emit(repo, as_json, {"new_key_ids": result.new_key_ids, "versions": result.versions}, text)
+
+
+@updates.command()
+@path_option
+@click.option(
+    "--warn",
+    default="72h",
+    show_default=True,
+    callback=_duration("--warn"),
+    help="Exit 1 when a role expires within this duration.",
+)
+@click.option("--targets", "with_targets", is_flag=True, help="Also list every target path.")
+@json_option
+def status(path: Path, warn: timedelta, with_targets: bool, as_json: bool) -> None:
+    """Show each role's version, expiry and keys; exit 1 if one expires within --warn."""
+    repo = _repo(path)
+    report = repository_status(repo, warn, utcnow(), with_targets=with_targets)
+    _emit(repo, as_json, report.to_json(), render_text(report))
+    sys.exit(EXIT_OK if report.ok else EXIT_CHECK_FAILED)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: one line per error, exit codes as documented in packager.errors."""
+    try:
+        cli.main(args=argv, prog_name="orbit-packager", standalone_mode=False)
+    except PackagerError as exc:
+        click.echo(f"orbit-packager: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("orbit-packager: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("orbit-packager: interrupted", err=True)
+        sys.exit(130)
+    except OSError as exc:
+        # Name the file and the reason, never a traceback for an environment problem.
+        where = f": {exc.filename}" if exc.filename else ""
+        click.echo(f"orbit-packager: error: {exc.strerror or exc}{where}", err=True)
+        sys.exit(2)
+    except Exception as exc:
+        if os.environ.get("ORBIT_PACKAGER_DEBUG"):
+            traceback.print_exc()
+        click.echo(
+            f"orbit-packager: internal error: {type(exc).__name__} "
+            "(set ORBIT_PACKAGER_DEBUG=1 for details)",
+            err=True,
+        )
+        sys.exit(70)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

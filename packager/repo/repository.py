@@ -1,0 +1,609 @@
+"""Fleet's TUF update repository: the ``updates`` commands, compatible with ``fleetctl updates``.
+
+Layout (go-tuf's FileSystemStore, as fleetctl makes it)::
+
+    <path>/keys/{root,targets,snapshot,timestamp}.json   encrypted private keys (0600)
+    <path>/repository/                                  the tree to publish
+    <path>/staged/                                      fleetctl's staging area (kept empty)
+
+Each mutating command takes the repository lock, recovers an interrupted earlier command,
+decrypts every key it needs before changing anything, builds the new metadata in memory, checks
+it verifies, and publishes it through a :class:`~packager.repo.transaction.Transaction`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from securesystemslib.signer import CryptoSigner
+from tuf.api.metadata import (
+    Metadata,
+    MetaFile,
+    Root,
+    Snapshot,
+    TargetFile,
+    Targets,
+    Timestamp,
+)
+
+from packager.errors import (
+    CorruptRepositoryError,
+    KeyFileError,
+    PassphraseError,
+    RepositoryStateError,
+    UsageError,
+)
+from packager.repo import metadata as meta
+from packager.repo.fsutil import copy_and_hash, exclusive_lock, link_or_copy
+from packager.repo.keys import KeyStore, RoleKey, decrypt_keys, encrypt_keys, is_encrypted
+from packager.repo.naming import check_component, check_name, check_target_path, target_paths
+from packager.repo.passphrase import PassphraseSource
+from packager.repo.transaction import TXN_DIR_NAME, Change, Transaction
+
+ROLES = meta.ROLES
+LOCK_NAME = ".orbit-packager.lock"
+
+
+@dataclass(frozen=True)
+class Expirations:
+    """How long newly signed metadata stays valid; defaults are fleetctl's."""
+
+    root: timedelta = timedelta(hours=87600)
+    targets: timedelta = timedelta(hours=26280)
+    snapshot: timedelta = timedelta(hours=26280)
+    timestamp: timedelta = timedelta(hours=336)
+
+    def of(self, role: str) -> timedelta:
+        return getattr(self, role)  # type: ignore[no-any-return]
+
+
+@dataclass
+class RepoState:
+    """The four top-level roles as published in ``repository/``."""
+
+    root: meta.LoadedMetadata
+    targets: meta.LoadedMetadata
+    snapshot: meta.LoadedMetadata
+    timestamp: meta.LoadedMetadata
+
+    def role(self, name: str) -> meta.LoadedMetadata:
+        return getattr(self, name)  # type: ignore[no-any-return]
+
+    @property
+    def root_signed(self) -> Root:
+        return self.root.md.signed  # type: ignore[no-any-return]
+
+    @property
+    def consistent_snapshot(self) -> bool:
+        return bool(self.root_signed.consistent_snapshot)
+
+
+@dataclass
+class InitResult:
+    key_ids: dict[str, str]
+    consistent_snapshot: bool
+
+
+@dataclass
+class PublishResult:
+    """What a command changed: new role versions and target paths added or removed."""
+
+    versions: dict[str, int]
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    new_key_ids: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+class UpdateRepository:
+    """One repository directory (``--path``)."""
+
+    def __init__(
+        self,
+        path: Path,
+        passphrases: PassphraseSource | None = None,
+        expirations: Expirations | None = None,
+        now: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.path = Path(path)
+        self.keys = KeyStore(self.path / "keys")
+        self.repository = self.path / "repository"
+        self.staged = self.path / "staged"
+        self.passphrases = passphrases or PassphraseSource()
+        self.expirations = expirations or Expirations()
+        self._now = now
+        self.recovery_notes: list[str] = []
+
+    # -- state -------------------------------------------------------------------------------
+    def is_initialized(self) -> bool:
+        return (self.repository / "root.json").exists() or (self.staged / "root.json").exists()
+
+    def pending_journal(self) -> bool:
+        return (self.path / TXN_DIR_NAME).exists()
+
+    def load(self) -> RepoState:
+        """Read and verify ``repository/``: root self-signed, every role signed per root."""
+        if not self.is_initialized():
+            raise RepositoryStateError(
+                f"repo not initialized: {self.path}",
+                hint="run `orbit-packager updates init` or pass --path",
+            )
+        staged = sorted(p.name for p in self.staged.glob("*.json")) if self.staged.is_dir() else []
+        if staged:
+            raise RepositoryStateError(
+                f"{self.staged} holds uncommitted metadata ({', '.join(staged)}) from another tool",
+                hint="commit it with that tool or move it away",
+            )
+        loaded: dict[str, meta.LoadedMetadata] = {}
+        for role in ROLES:
+            file = self.repository / f"{role}.json"
+            try:
+                raw = file.read_bytes()
+            except FileNotFoundError:
+                raise CorruptRepositoryError(f"{file} is missing") from None
+            loaded[role] = meta.parse(raw, role, str(file))
+        state = RepoState(**loaded)
+        for role in ROLES:
+            meta.verify_signed_by(
+                state.root_signed, role, state.role(role), str(self.repository / f"{role}.json")
+            )
+        return state
+
+    # -- keys --------------------------------------------------------------------------------
+    def _role_keys(self, role: str) -> list[RoleKey]:
+        content = self.keys.read_raw(role)
+        if not is_encrypted(content):
+            try:
+                return decrypt_keys(content, "")
+            except (ValueError, KeyError, TypeError) as exc:
+                raise KeyFileError(f"{self.keys.path(role)} is not a valid key file: {exc}") from None
+        attempts = 0
+        while True:
+            passphrase = self.passphrases.get(role)
+            try:
+                return self.keys.load(role, passphrase.value, source=passphrase.source)
+            except PassphraseError:
+                attempts += 1
+                if not passphrase.interactive or attempts >= 3:
+                    raise
+                print(f"Failed to decrypt {role} key. Try again.", flush=True)
+                self.passphrases.forget(role)
+
+    def _encode_like_existing(self, role: str, keys: list[RoleKey]) -> bytes:
+        """Re-encode a role's key file in the form it had (encrypted with the same passphrase)."""
+        if not is_encrypted(self.keys.read_raw(role)):
+            return encrypt_keys(keys, None)
+        return encrypt_keys(keys, self.passphrases.get(role).value)
+
+    def _signers_for(self, root: Root, role: str, keys: list[RoleKey]) -> list[CryptoSigner]:
+        """Signers for the keys we hold that ``root`` lists for ``role``, under root's key IDs."""
+        by_public = {k.public_hex: k for k in keys}
+        signers = []
+        for keyid in root.roles[role].keyids:
+            key = root.keys.get(keyid)
+            public = str(key.keyval.get("public", "")).lower() if key is not None else ""
+            if public in by_public:
+                signers.append(by_public[public].signer(keyid))
+        if len(signers) < root.roles[role].threshold:
+            listed = ", ".join(k[:12] for k in root.roles[role].keyids) or "none"
+            raise KeyFileError(
+                f"{self.keys.path(role)} holds no current {role} key (root.json lists {listed})",
+                hint="use the key file that belongs to this repository",
+            )
+        return signers
+
+    # -- commands ----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.path.mkdir(parents=True, exist_ok=True)
+        with exclusive_lock(self.path / LOCK_NAME, str(self.path)):
+            txn = Transaction(self.path)
+            note = txn.recover()
+            if note:
+                self.recovery_notes.append(note)
+            try:
+                yield
+            except BaseException:
+                # Undo a half-prepared change now (or finish a half-published one); if even
+                # that fails, the journal stays and the next command recovers it.
+                with contextlib.suppress(Exception):
+                    txn.recover()
+                raise
+
+    def init(self, *, consistent_snapshot: bool = False) -> InitResult:
+        """Create keys, root v1 and empty targets, snapshot and timestamp (all version 1)."""
+        with self._locked():
+            if self.is_initialized():
+                raise RepositoryStateError(f"repo already initialized: {self.path}")
+            if self.keys.directory.exists():
+                raise RepositoryStateError(
+                    f"keys directory already exists: {self.keys.directory}",
+                    hint="move it away or init another --path",
+                )
+            # Ask for every passphrase (twice, interactively) before the slow key generation.
+            phrases = {role: self.passphrases.get(role, confirm=True) for role in ROLES}
+            now = self._now()
+            keys = {role: RoleKey.generate() for role in ROLES}
+            root = Root(
+                version=1,
+                spec_version=meta.SPEC_VERSION,
+                expires=now + self.expirations.root,
+                consistent_snapshot=consistent_snapshot,
+            )
+            for role in ROLES:
+                root.add_key(keys[role].sslib_key(), role)
+            signers = {role: [keys[role].signer()] for role in ROLES}
+            targets = Metadata(
+                Targets(
+                    version=1, spec_version=meta.SPEC_VERSION, expires=now + self.expirations.targets
+                )
+            )
+            state_new = self._build(
+                Metadata(root), targets, signers, now, bump=False, root_changed=True
+            )
+            key_files = {r: encrypt_keys([keys[r]], phrases[r].value) for r in ROLES}
+            self._publish("init", state_new, [], [], key_files, root_changed=True, first=True)
+            self.staged.mkdir(exist_ok=True)
+            (self.staged / "targets").mkdir(exist_ok=True)
+            return InitResult(
+                key_ids={r: keys[r].gotuf_keyid for r in ROLES},
+                consistent_snapshot=consistent_snapshot,
+            )
+
+    def add(
+        self,
+        target: Path,
+        *,
+        name: str,
+        platform: str,
+        version: str,
+        tags: list[str] | None = None,
+    ) -> PublishResult:
+        """Publish ``target`` under every channel in ``[version, *tags]``."""
+        check_name(name)
+        check_component(platform, "--platform")
+        check_component(version, "--version")
+        channels = [version]
+        for tag in tags or []:
+            check_component(tag, "--tag")
+            if tag not in channels:
+                channels.append(tag)
+        target = Path(target)
+        if not target.is_file():
+            raise UsageError(f"target file {target} does not exist or is not a regular file")
+        paths = target_paths(name, platform, channels, target.name)
+        with self._locked():
+            state = self.load()
+            self._refuse_expired_root(state)
+            signers = self._online_signers(state.root_signed)
+            txn = Transaction(self.path)
+            txn.begin()
+            # One copy (hashed while copying), hard links for the other channels.
+            first = txn.staged_path("targets/" + paths[0])
+            length, digest = copy_and_hash(target, first)
+            for path in paths[1:]:
+                link_or_copy(first, txn.staged_path("targets/" + path))
+            targets_md: Metadata[Targets] = state.targets.md
+            before = self._target_files(targets_md.signed, state.consistent_snapshot)
+            for path in paths:
+                targets_md.signed.targets[path] = TargetFile(
+                    length,
+                    {meta.HASH_ALGORITHM: digest},
+                    path,
+                    {"custom": {"version": version}},
+                )
+            return self._change("add", state, targets_md, signers, txn, before, added=paths)
+
+    def remove(self, selectors: list[str]) -> PublishResult:
+        """Remove targets by exact path, or every file of a NAME/PLATFORM/CHANNEL directory."""
+        if not selectors:
+            raise UsageError("name at least one target path or NAME/PLATFORM/CHANNEL to remove")
+        wanted = [check_target_path(s) for s in selectors]
+        with self._locked():
+            state = self.load()
+            self._refuse_expired_root(state)
+            targets_md: Metadata[Targets] = state.targets.md
+            existing = targets_md.signed.targets
+            removed: list[str] = []
+            for selector in wanted:
+                matches = [selector] if selector in existing else []
+                if not matches:
+                    prefix = selector + "/"
+                    matches = [
+                        p for p in existing if p.startswith(prefix) and "/" not in p[len(prefix) :]
+                    ]
+                if not matches:
+                    raise UsageError(
+                        f"no target matches {selector!r}",
+                        hint="see the target paths with `orbit-packager updates status --targets`",
+                    )
+                removed.extend(m for m in matches if m not in removed)
+            signers = self._online_signers(state.root_signed)
+            txn = Transaction(self.path)
+            txn.begin()
+            before = self._target_files(targets_md.signed, state.consistent_snapshot)
+            for path in removed:
+                del targets_md.signed.targets[path]
+            return self._change(
+                "remove", state, targets_md, signers, txn, before, removed=removed
+            )
+
+    def timestamp(self) -> PublishResult:
+        """Re-sign ``timestamp.json`` only (needs only the timestamp key)."""
+        with self._locked():
+            state = self.load()
+            self._refuse_expired_root(state)
+            root = state.root_signed
+            signers = self._signers_for(root, "timestamp", self._role_keys("timestamp"))
+            now = self._now()
+            ts_md: Metadata[Timestamp] = state.timestamp.md
+            ts = ts_md.signed
+            ts.version += 1
+            ts.expires = now + self.expirations.timestamp
+            ts.spec_version = meta.SPEC_VERSION
+            ts.snapshot_meta = MetaFile(
+                version=state.snapshot.version,
+                length=len(state.snapshot.raw),
+                hashes=meta.file_hash(state.snapshot.raw),
+            )
+            meta.sign(ts_md, signers)
+            new = {"timestamp": meta.serialize(ts_md)}
+            self._check_new(root, {"timestamp": ts_md})
+            txn = Transaction(self.path)
+            txn.begin()
+            txn.stage_bytes("timestamp.json", new["timestamp"])
+            txn.commit(Change("timestamp", writes=["timestamp.json"]))
+            return PublishResult(versions={"timestamp": ts.version})
+
+    def rotate(self, role: str) -> PublishResult:
+        """Replace ``role``'s key: revoke the old, add a new one, re-sign every role.
+
+        Works on an expired root too: the old root's keys still sign the new root, which is
+        all a client walking the root chain checks of an intermediate root.
+        """
+        if role not in ROLES:
+            raise UsageError(f"unknown role {role!r}", hint=f"choose one of {', '.join(ROLES)}")
+        with self._locked():
+            state = self.load()
+            held = {r: self._role_keys(r) for r in ROLES}
+            old_root: Root = state.root_signed
+            old_signers = {r: self._signers_for(old_root, r, held[r]) for r in ROLES}
+            now = self._now()
+            new_key = RoleKey.generate()
+            root_md: Metadata[Root] = state.root.md
+            root = root_md.signed
+            held_public = {k.public_hex for k in held[role]}
+            for keyid in list(root.roles[role].keyids):
+                key = root.keys[keyid]
+                if str(key.keyval.get("public", "")).lower() in held_public:
+                    root.revoke_key(keyid, role)
+            root.add_key(new_key.sslib_key(), role)
+            root.version += 1
+            root.expires = now + self.expirations.root
+            root.spec_version = meta.SPEC_VERSION
+            # Sign each role with the new key set, and also with the old keys during the
+            # transition: clients still on the old root accept the new files until they
+            # fetch the new root (which is published last).
+            signers = {r: list(old_signers[r]) for r in ROLES}
+            signers[role].append(new_key.signer())
+            key_files = {role: self._encode_like_existing(role, [*held[role], new_key])}
+            state_new = self._build(
+                root_md,
+                state.targets.md,
+                signers,
+                now,
+                bump=True,
+                root_changed=True,
+                snapshot=state.snapshot.md,
+                timestamp=state.timestamp.md,
+            )
+            self._check_rotation(old_root, state_new)
+            self._publish("rotate", state_new, [], [], key_files, root_changed=True, first=False)
+            return PublishResult(
+                versions={r: int(state_new[r].signed.version) for r in ROLES},
+                new_key_ids={role: new_key.gotuf_keyid},
+            )
+
+    def roots(self) -> bytes:
+        """The signed root.json, exactly as published (what ``package --update-roots`` takes)."""
+        state = self.load()
+        return state.root.raw
+
+    # -- internals ---------------------------------------------------------------------------
+    def _refuse_expired_root(self, state: RepoState) -> None:
+        expires = state.root.expires
+        if expires <= self._now():
+            raise RepositoryStateError(
+                f"root.json expired at {meta.utc_z(expires)}; clients reject this repository",
+                hint="renew it with `orbit-packager updates rotate root` (works on expired roots)",
+            )
+
+    def _online_signers(self, root: Root) -> dict[str, list[CryptoSigner]]:
+        """Signers for targets, snapshot and timestamp (decrypting all three up front)."""
+        keys = {r: self._role_keys(r) for r in ("targets", "snapshot", "timestamp")}
+        return {r: self._signers_for(root, r, keys[r]) for r in keys}
+
+    def _change(
+        self,
+        command: str,
+        state: RepoState,
+        targets_md: Metadata[Targets],
+        signers: dict[str, list[CryptoSigner]],
+        txn: Transaction,
+        old_files: set[str],
+        *,
+        added: list[str] | None = None,
+        removed: list[str] | None = None,
+    ) -> PublishResult:
+        """Re-sign targets, snapshot and timestamp after ``targets_md`` changed; publish."""
+        now = self._now()
+        state_new = self._build(
+            state.root.md,
+            targets_md,
+            signers,
+            now,
+            bump=True,
+            root_changed=False,
+            snapshot=state.snapshot.md,
+            timestamp=state.timestamp.md,
+        )
+        self._check_new(state.root_signed, state_new)
+        cs = state.consistent_snapshot
+        new_files = self._target_files(targets_md.signed, cs)
+        target_writes = [f"targets/{p}" for p in added or []]
+        if cs:
+            for path in added or []:
+                for hashed in self._hashed_names(path, targets_md.signed.targets[path]):
+                    link_or_copy(
+                        txn.staged_path(f"targets/{path}"), txn.staged_path(f"targets/{hashed}")
+                    )
+                    target_writes.append(f"targets/{hashed}")
+        deletes = sorted(f"targets/{p}" for p in old_files - new_files)
+        self._publish(
+            command,
+            state_new,
+            target_writes,
+            deletes,
+            {},
+            root_changed=False,
+            first=False,
+            txn=txn,
+            consistent=cs,
+        )
+        return PublishResult(
+            versions={r: int(state_new[r].signed.version) for r in ROLES},
+            added=list(added or []),
+            removed=list(removed or []),
+        )
+
+    def _build(
+        self,
+        root_md: Metadata[Root],
+        targets_md: Metadata[Targets],
+        signers: dict[str, list[CryptoSigner]],
+        now: datetime,
+        *,
+        bump: bool,
+        root_changed: bool,
+        snapshot: Metadata[Snapshot] | None = None,
+        timestamp: Metadata[Timestamp] | None = None,
+    ) -> dict[str, Metadata[Any]]:
+        """Sign root (if changed), targets, snapshot and timestamp in order; return them."""
+        exp = self.expirations
+        if root_changed:
+            meta.sign(root_md, signers["root"])
+        targets = targets_md.signed
+        if bump:
+            targets.version += 1
+        targets.expires = now + exp.targets
+        targets.spec_version = meta.SPEC_VERSION
+        meta.sign(targets_md, signers["targets"])
+        targets_bytes = meta.serialize(targets_md)
+
+        snap_md = snapshot or Metadata(Snapshot(version=1, spec_version=meta.SPEC_VERSION))
+        snap = snap_md.signed
+        if bump and snapshot is not None:
+            snap.version += 1
+        snap.expires = now + exp.snapshot
+        snap.spec_version = meta.SPEC_VERSION
+        snap.meta = {
+            "targets.json": MetaFile(
+                version=targets.version,
+                length=len(targets_bytes),
+                hashes=meta.file_hash(targets_bytes),
+            )
+        }
+        meta.sign(snap_md, signers["snapshot"])
+        snap_bytes = meta.serialize(snap_md)
+
+        ts_md = timestamp or Metadata(
+            Timestamp(version=1, spec_version=meta.SPEC_VERSION, snapshot_meta=MetaFile(1))
+        )
+        ts = ts_md.signed
+        if bump and timestamp is not None:
+            ts.version += 1
+        ts.expires = now + exp.timestamp
+        ts.spec_version = meta.SPEC_VERSION
+        ts.snapshot_meta = MetaFile(
+            version=snap.version, length=len(snap_bytes), hashes=meta.file_hash(snap_bytes)
+        )
+        meta.sign(ts_md, signers["timestamp"])
+        return {"root": root_md, "targets": targets_md, "snapshot": snap_md, "timestamp": ts_md}
+
+    def _check_new(self, root: Root, mds: dict[str, Metadata[Any]]) -> None:
+        """Refuse to publish anything that would not verify (a bug or a wrong key)."""
+        for role, md in mds.items():
+            if role == "root":
+                continue
+            loaded = meta.parse(meta.serialize(md), role, f"new {role}.json")
+            meta.verify_signed_by(root, role, loaded, f"new {role}.json")
+
+    def _check_rotation(self, old_root: Root, mds: dict[str, Metadata[Any]]) -> None:
+        new_root_loaded = meta.parse(meta.serialize(mds["root"]), "root", "new root.json")
+        new_root: Root = new_root_loaded.md.signed
+        meta.verify_signed_by(old_root, "root", new_root_loaded, "new root.json", what=" (old)")
+        meta.verify_signed_by(new_root, "root", new_root_loaded, "new root.json", what=" (new)")
+        self._check_new(new_root, mds)
+        self._check_new(old_root, mds)
+
+    @staticmethod
+    def _hashed_names(path: str, info: TargetFile) -> list[str]:
+        directory, _, name = path.rpartition("/")
+        return [f"{directory}/{digest}.{name}" for digest in info.hashes.values()]
+
+    def _target_files(self, targets: Targets, consistent: bool) -> set[str]:
+        files = set(targets.targets)
+        if consistent:
+            for path, info in targets.targets.items():
+                files.update(self._hashed_names(path, info))
+        return files
+
+    def _publish(
+        self,
+        command: str,
+        mds: dict[str, Metadata[Any]],
+        target_writes: list[str],
+        deletes: list[str],
+        key_files: dict[str, bytes],
+        *,
+        root_changed: bool,
+        first: bool,
+        txn: Transaction | None = None,
+        consistent: bool | None = None,
+    ) -> None:
+        """Stage metadata after the target files and commit in publication order."""
+        if txn is None:
+            txn = Transaction(self.path)
+            txn.begin()
+        cs = bool(mds["root"].signed.consistent_snapshot) if consistent is None else consistent
+        writes = list(target_writes)
+        data = {role: meta.serialize(md) for role, md in mds.items()}
+        if cs:
+            for role in ("targets", "snapshot"):
+                name = f"{mds[role].signed.version}.{role}.json"
+                txn.stage_bytes(name, data[role])
+                writes.append(name)
+        for role in ("targets", "snapshot", "timestamp"):
+            txn.stage_bytes(f"{role}.json", data[role])
+            writes.append(f"{role}.json")
+        if root_changed:
+            # Published last: clients that have not seen the new root yet still accept the
+            # new files above (they carry the old keys' signatures during a rotation).
+            versioned = f"{mds['root'].signed.version}.root.json"
+            txn.stage_bytes(versioned, data["root"])
+            txn.stage_bytes("root.json", data["root"])
+            writes += [versioned, "root.json"]
+        if first:
+            self.repository.mkdir(parents=True, exist_ok=True)
+            os.chmod(self.repository, 0o755)
+        txn.commit(Change(command, writes=writes, deletes=deletes, key_files=key_files))

@@ -1,0 +1,202 @@
+"""Crash-safe changes to a repository directory.
+
+A command prepares every new file (targets, metadata, key files) in a private journal directory
+``<path>/.orbit-packager-txn`` next to ``repository/``, fsyncs it, and only then commits:
+
+1. ``prepared``: new files staged; key files that change are backed up, then replaced (a rotated
+   key file is a superset of the old one, so the published repository still matches it).
+2. ``committing`` (one atomic write of ``state.json``): files are renamed into ``repository/`` in
+   publication order -- target files, versioned metadata, ``targets.json``, ``snapshot.json`` and
+   ``timestamp.json`` last -- then files no longer listed are deleted.
+
+Recovery runs under the lock before every command. A journal still ``prepared`` is rolled back
+(key files restored byte for byte, nothing published); a ``committing`` one is rolled forward
+(each rename is atomic and idempotent, so redoing the remaining ones finishes the commit).
+
+Why not an atomic directory swap: admins serve ``repository/`` through bind mounts (docker -v) or
+from a server started inside it, which keep the old directory inode and would serve a deleted
+tree after a swap. Renaming files inside the existing directory keeps every such setup working.
+With consistent snapshots every staged file has a new name and ``timestamp.json`` is the single
+switch, so clients see the old or the new state at every instant. Without them (fleetctl's
+default) ``targets.json``/``snapshot.json`` are fixed names: the renames run back to back after
+all data is durable, so the window in which a client may see a mix is a few renames long, and a
+crash inside it is completed by the next command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packager.repo.fsutil import atomic_write, fsync_dir, move_into_place, remove_empty_dirs
+
+TXN_DIR_NAME = ".orbit-packager-txn"
+_STATE = "state.json"
+_NEW = "new"
+_KEY_BACKUP = "keys-backup"
+
+
+@dataclass
+class Change:
+    """What one command publishes: files in order, deletions, and key files to replace."""
+
+    command: str
+    writes: list[str] = field(default_factory=list)  # repository-relative paths, publish order
+    deletes: list[str] = field(default_factory=list)
+    key_files: dict[str, bytes] = field(default_factory=dict)  # role -> new key file content
+
+
+class Transaction:
+    """One staged change of ``<root>/repository`` and ``<root>/keys``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.dir = root / TXN_DIR_NAME
+        self.new = self.dir / _NEW
+        self.repository = root / "repository"
+        self.keys = root / "keys"
+
+    # -- preparing ---------------------------------------------------------------------------
+    def begin(self) -> Path:
+        """Create an empty journal and return the directory new files are staged in."""
+        if self.dir.exists():
+            shutil.rmtree(self.dir)
+        self.dir.mkdir(mode=0o700)
+        self.new.mkdir(mode=0o700)
+        self._write_state({"phase": "preparing"})
+        return self.new
+
+    def staged_path(self, relpath: str) -> Path:
+        path = self.new / relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def stage_bytes(self, relpath: str, data: bytes) -> Path:
+        path = self.staged_path(relpath)
+        atomic_write(path, data, mode=0o644)
+        return path
+
+    def commit(self, change: Change) -> None:
+        """Make ``change`` durable and publish it (see the module docstring)."""
+        self._sync_tree(self.new)
+        backup = self.dir / _KEY_BACKUP
+        backup.mkdir(mode=0o700, exist_ok=True)
+        existed: dict[str, bool] = {}
+        for role in change.key_files:
+            current = self.keys / f"{role}.json"
+            existed[role] = current.exists()
+            if existed[role]:
+                atomic_write(backup / f"{role}.json", current.read_bytes(), mode=0o600)
+        fsync_dir(backup)
+        self._write_state(
+            {
+                "phase": "prepared",
+                "keys_dir_existed": self.keys.exists(),
+                "command": change.command,
+                "writes": change.writes,
+                "deletes": change.deletes,
+                "keys_existed": existed,
+            }
+        )
+        # Key files change only after their backup is durable; a rollback restores them.
+        for role, content in change.key_files.items():
+            self.keys.mkdir(mode=0o700, exist_ok=True)
+            atomic_write(self.keys / f"{role}.json", content, mode=0o600)
+        state = self._read_state()
+        state["phase"] = "committing"
+        self._write_state(state)
+        self._roll_forward(state)
+        self.discard()
+
+    # -- recovery ----------------------------------------------------------------------------
+    def recover(self) -> str | None:
+        """Finish or undo an interrupted commit. Returns what was done, for the user."""
+        if not self.dir.exists():
+            return None
+        try:
+            state = self._read_state()
+        except (OSError, ValueError):
+            state = {"phase": "preparing"}
+        command = state.get("command", "command")
+        if state.get("phase") == "committing":
+            self._roll_forward(state)
+            self.discard()
+            return f"completed an interrupted {command}"
+        if state.get("phase") == "prepared":
+            self._restore_keys(state)
+        self.discard()
+        return f"rolled back an interrupted {command}; nothing of it was published"
+
+    def discard(self) -> None:
+        if self.dir.exists():
+            shutil.rmtree(self.dir)
+            fsync_dir(self.root)
+
+    # -- internals ---------------------------------------------------------------------------
+    def _roll_forward(self, state: dict[str, object]) -> None:
+        writes = state.get("writes", [])
+        deletes = state.get("deletes", [])
+        assert isinstance(writes, list)
+        assert isinstance(deletes, list)
+        touched_dirs: set[Path] = set()
+        for rel in writes:
+            src = self.new / rel
+            dst = self.repository / rel
+            if not src.exists() and not src.is_symlink():
+                continue  # moved before the interruption
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            move_into_place(src, dst)
+            touched_dirs.add(dst.parent)
+        for directory in sorted(touched_dirs, key=lambda p: len(p.parts), reverse=True):
+            fsync_dir(directory)
+        for rel in deletes:
+            target = self.repository / rel
+            with contextlib.suppress(FileNotFoundError):
+                target.unlink()
+            remove_empty_dirs(target.parent, self.repository / "targets")
+        if deletes:
+            fsync_dir(self.repository)
+
+    def _restore_keys(self, state: dict[str, object]) -> None:
+        existed = state.get("keys_existed", {})
+        assert isinstance(existed, dict)
+        backup = self.dir / _KEY_BACKUP
+        for role, was_there in existed.items():
+            current = self.keys / f"{role}.json"
+            saved = backup / f"{role}.json"
+            if was_there and saved.exists():
+                os.replace(saved, current)
+            elif not was_there:
+                with contextlib.suppress(FileNotFoundError):
+                    current.unlink()
+        if existed and self.keys.exists():
+            fsync_dir(self.keys)
+            if not state.get("keys_dir_existed", True):
+                with contextlib.suppress(OSError):
+                    self.keys.rmdir()  # only if empty: init made it
+
+    def _write_state(self, state: dict[str, object]) -> None:
+        atomic_write(self.dir / _STATE, json.dumps(state).encode(), mode=0o600)
+
+    def _read_state(self) -> dict[str, object]:
+        value = json.loads((self.dir / _STATE).read_bytes())
+        if not isinstance(value, dict):
+            raise ValueError("bad journal")
+        return value
+
+    @staticmethod
+    def _sync_tree(top: Path) -> None:
+        for dirpath, _dirs, _files in os.walk(top):
+            fsync_dir(Path(dirpath))
+
+
+def report(messages: Iterable[str | None]) -> None:
+    for message in messages:
+        if message:
+            print(f"orbit-packager: {message}", file=sys.stderr)
