@@ -10,7 +10,7 @@ import re
 
 from packager.errors import UsageError
 
-_COMPONENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+_COMPONENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 _MAX_COMPONENT = 128
 
 
@@ -20,7 +20,7 @@ def check_component(value: str, flag: str) -> str:
         raise UsageError(f"{flag} must not be empty")
     if len(value) > _MAX_COMPONENT:
         raise UsageError(f"{flag} {value!r} is longer than {_MAX_COMPONENT} characters")
-    if value in (".", "..") or ".." in value or not _COMPONENT.match(value):
+    if value in (".", "..") or ".." in value or not _COMPONENT.fullmatch(value):
         raise UsageError(
             f"{flag} {value!r} is not allowed",
             hint="use letters, digits and . _ + - (no path separators, no '..', no spaces)",
@@ -61,6 +61,6 @@ def check_target_path(path: str) -> str:
     if len(parts) < 2 or any(not p or p in (".", "..") for p in parts):
         raise UsageError(f"target path {path!r} is not valid", hint="e.g. orbit/linux/stable/orbit")
     for part in parts:
-        if not _COMPONENT.match(part):
+        if not _COMPONENT.fullmatch(part):
             raise UsageError(f"target path {path!r} has an unsafe component {part!r}")
     return "/".join(parts)

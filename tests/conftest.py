@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import TEST_PASSPHRASES, cli
+
+
+@pytest.fixture(scope="session")
+def _initialized_template(tmp_path_factory: pytest.TempPathFactory) -> dict[bool, Path]:
+    """One initialized repository per consistent-snapshot mode, copied by each test."""
+    out = {}
+    for cs in (False, True):
+        path = tmp_path_factory.mktemp(f"template-cs{int(cs)}") / "repo"
+        args = ["updates", "init", "--path", path] + (["--consistent-snapshot"] if cs else [])
+        cli(*args, env=TEST_PASSPHRASES)
+        out[cs] = path
+    return out
+
+
+@pytest.fixture
+def new_repo(_initialized_template: dict[bool, Path], tmp_path: Path):
+    """Factory: a fresh copy of an initialized repository (keys use TEST_PASSPHRASES)."""
+
+    def make(consistent_snapshot: bool = False) -> Path:
+        dest = tmp_path / f"repo-cs{int(consistent_snapshot)}"
+        shutil.copytree(_initialized_template[consistent_snapshot], dest)
+        return dest
+
+    return make

@@ -1,0 +1,133 @@
+"""Real components for tests: an HTTP server on 127.0.0.1 and python-tuf's ngclient."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+from tuf.ngclient import Updater
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fixtures"
+GOTUF_FIXTURE = FIXTURES / "gotuf-fleetctl-repo"
+GOTUF_PASSPHRASES = {
+    "FLEET_ROOT_PASSPHRASE": "root-pass",
+    "FLEET_TARGETS_PASSPHRASE": "targets-pass",
+    "FLEET_SNAPSHOT_PASSPHRASE": "snapshot-pass",
+    "FLEET_TIMESTAMP_PASSPHRASE": "timestamp-pass",
+}
+TEST_PASSPHRASES = {
+    "FLEET_ROOT_PASSPHRASE": "root secret",
+    "FLEET_TARGETS_PASSPHRASE": "targets secret",
+    "FLEET_SNAPSHOT_PASSPHRASE": "snapshot secret",
+    "FLEET_TIMESTAMP_PASSPHRASE": "timestamp secret",
+}
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@contextlib.contextmanager
+def serve(directory: Path) -> Iterator[str]:
+    """Serve ``directory`` over HTTP on 127.0.0.1; yields the base URL."""
+    handler = partial(_QuietHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def client_fetch_all(base_url: str, trusted_root: bytes) -> dict[str, bytes]:
+    """Bootstrap ngclient with ``trusted_root``, refresh, download and hash-check every target.
+
+    Returns {target path: content}. Raises whatever python-tuf raises on any failure.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        md_dir, tgt_dir = Path(tmp, "md"), Path(tmp, "targets")
+        md_dir.mkdir()
+        tgt_dir.mkdir()
+        updater = Updater(
+            str(md_dir),
+            base_url + "/",
+            str(tgt_dir),
+            base_url + "/targets/",
+            bootstrap=trusted_root,
+        )
+        updater.refresh()
+        listed = json.loads((md_dir / "targets.json").read_bytes())["signed"]["targets"]
+        out: dict[str, bytes] = {}
+        for path in listed:
+            info = updater.get_targetinfo(path)
+            assert info is not None, path
+            local = updater.download_target(info, str(tgt_dir / hashlib.sha256(path.encode()).hexdigest()))
+            data = Path(local).read_bytes()
+            assert hashlib.sha512(data).hexdigest() == info.hashes["sha512"]
+            out[path] = data
+        return out
+
+
+def served_client_fetch(repo_path: Path, trusted_root: bytes) -> dict[str, bytes]:
+    with serve(repo_path / "repository") as url:
+        return client_fetch_all(url, trusted_root)
+
+
+def cli(
+    *args: str | os.PathLike[str],
+    env: dict[str, str] | None = None,
+    check: bool = True,
+    timeout: float = 120,
+    **kw: object,
+) -> subprocess.CompletedProcess[str]:
+    """Run the real command line in a child process."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
+    full_env.update(env or {})
+    proc = subprocess.run(
+        [sys.executable, "-m", "packager", *map(str, args)],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        **kw,  # type: ignore[arg-type]
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"command {args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
+    return proc
+
+
+def copy_gotuf_fixture(dest: Path) -> Path:
+    shutil.copytree(GOTUF_FIXTURE, dest)
+    for dirpath, _dirs, files in os.walk(dest):
+        os.chmod(dirpath, 0o755)
+        for name in files:
+            os.chmod(Path(dirpath, name), 0o644)
+    os.chmod(dest / "keys", 0o700)
+    return dest
+
+
+def tree_bytes(path: Path) -> dict[str, bytes]:
+    """Every regular file below ``path`` with its content (to prove nothing changed)."""
+    return {
+        str(p.relative_to(path)): p.read_bytes()
+        for p in sorted(path.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    }
