@@ -38,7 +38,7 @@ def path_option(f: F) -> F:
     return click.option(
         "--path",
         type=click.Path(file_okay=False, path_type=Path),
-        default=Path("."),
+        default=Path(),
         show_default=True,
         help="Path to the local repository (holds keys/, repository/, staged/).",
     )(f)
@@ -68,9 +68,7 @@ def expiration_options(*roles: str) -> Callable[[F], F]:
 
 def _repo(path: Path, **expirations: timedelta) -> UpdateRepository:
     defaults = Expirations()
-    values = {
-        role: expirations.get(f"{role}_expiration") or defaults.of(role) for role in ROLES
-    }
+    values = {role: expirations.get(f"{role}_expiration") or defaults.of(role) for role in ROLES}
     return UpdateRepository(path, expirations=Expirations(**values))
 
 
@@ -194,8 +192,7 @@ def rotate(path: Path, role: str, as_json: bool, **exp: timedelta) -> None:
     repo = _repo(path, **exp)
     result = repo.rotate(role)
     text = (
-        f"Generated new {role} key with ID: {result.new_key_ids[role]}\n"
-        f"({_versions_text(result)})"
+        f"Generated new {role} key with ID: {result.new_key_ids[role]}\n({_versions_text(result)})"
     )
     _emit(repo, as_json, {"new_key_ids": result.new_key_ids, "versions": result.versions}, text)
 

@@ -14,8 +14,8 @@ def _initialized_template(tmp_path_factory: pytest.TempPathFactory) -> dict[bool
     out = {}
     for cs in (False, True):
         path = tmp_path_factory.mktemp(f"template-cs{int(cs)}") / "repo"
-        args = ["updates", "init", "--path", path] + (["--consistent-snapshot"] if cs else [])
-        cli(*args, env=TEST_PASSPHRASES)
+        flags = ["--consistent-snapshot"] if cs else []
+        cli("updates", "init", "--path", path, *flags, env=TEST_PASSPHRASES)
         out[cs] = path
     return out
 

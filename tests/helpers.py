@@ -36,7 +36,7 @@ TEST_PASSPHRASES = {
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
@@ -76,7 +76,9 @@ def client_fetch_all(base_url: str, trusted_root: bytes) -> dict[str, bytes]:
         for path in listed:
             info = updater.get_targetinfo(path)
             assert info is not None, path
-            local = updater.download_target(info, str(tgt_dir / hashlib.sha256(path.encode()).hexdigest()))
+            local = updater.download_target(
+                info, str(tgt_dir / hashlib.sha256(path.encode()).hexdigest())
+            )
             data = Path(local).read_bytes()
             assert hashlib.sha512(data).hexdigest() == info.hashes["sha512"]
             out[path] = data
@@ -93,7 +95,6 @@ def cli(
     env: dict[str, str] | None = None,
     check: bool = True,
     timeout: float = 120,
-    **kw: object,
 ) -> subprocess.CompletedProcess[str]:
     """Run the real command line in a child process."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
@@ -105,7 +106,6 @@ def cli(
         text=True,
         timeout=timeout,
         check=False,
-        **kw,  # type: ignore[arg-type]
     )
     if check and proc.returncode != 0:
         raise AssertionError(
@@ -117,7 +117,7 @@ def cli(
 def copy_gotuf_fixture(dest: Path) -> Path:
     shutil.copytree(GOTUF_FIXTURE, dest)
     for dirpath, _dirs, files in os.walk(dest):
-        os.chmod(dirpath, 0o755)
+        os.chmod(dirpath, 0o755)  # noqa: S103 - a served tree
         for name in files:
             os.chmod(Path(dirpath, name), 0o644)
     os.chmod(dest / "keys", 0o700)

@@ -1,5 +1,6 @@
 """Acceptance 4 (except crashes, see test_crash.py): wrong passphrase, missing key, no terminal,
-prompts, a concurrent command, unsafe names -- each one clear line, an exit code, nothing written."""
+prompts, a concurrent command, unsafe names: each one clear line, an exit code, nothing
+written."""
 
 from __future__ import annotations
 
@@ -36,7 +37,10 @@ def test_wrong_passphrase(new_repo, target: Path) -> None:
     env = {**TEST_PASSPHRASES, "FLEET_SNAPSHOT_PASSPHRASE": "wrong horse"}
     out = cli(*_add_args(repo, target), env=env, check=False)
     assert out.returncode == 2
-    assert out.stderr == "orbit-packager: error: snapshot passphrase from FLEET_SNAPSHOT_PASSPHRASE is invalid\n"
+    assert (
+        out.stderr
+        == "orbit-packager: error: snapshot passphrase from FLEET_SNAPSHOT_PASSPHRASE is invalid\n"
+    )
     assert out.stdout == ""
     assert "wrong horse" not in out.stderr
     assert tree_bytes(repo) == before
@@ -44,7 +48,11 @@ def test_wrong_passphrase(new_repo, target: Path) -> None:
 
 def test_empty_passphrase_variable(new_repo, target: Path) -> None:
     repo = new_repo()
-    out = cli(*_add_args(repo, target), env={**TEST_PASSPHRASES, "FLEET_TARGETS_PASSPHRASE": ""}, check=False)
+    out = cli(
+        *_add_args(repo, target),
+        env={**TEST_PASSPHRASES, "FLEET_TARGETS_PASSPHRASE": ""},
+        check=False,
+    )
     assert out.returncode == 2
     assert "FLEET_TARGETS_PASSPHRASE is set but empty" in out.stderr
 
@@ -77,7 +85,11 @@ def test_no_terminal_and_no_variable_fails_fast(new_repo, target: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "packager", *map(str, _add_args(repo, target))],
         env={**{k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}, **env},
-        stdin=subprocess.PIPE, capture_output=True, text=True, timeout=60, start_new_session=True,
+        stdin=subprocess.PIPE,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        start_new_session=True,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
@@ -89,7 +101,9 @@ def test_no_terminal_and_no_variable_fails_fast(new_repo, target: Path) -> None:
 def _spawn(args: list[str | Path], env: dict[str, str]) -> pexpect.spawn:
     full = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
     full.update(env)
-    return pexpect.spawn(sys.executable, ["-m", "packager", *map(str, args)], env=full, timeout=60, encoding="utf-8")
+    return pexpect.spawn(
+        sys.executable, ["-m", "packager", *map(str, args)], env=full, timeout=60, encoding="utf-8"
+    )
 
 
 def test_init_prompts_twice_and_add_prompts_once(tmp_path: Path, target: Path) -> None:
@@ -173,7 +187,15 @@ def test_missing_target_and_uninitialized(tmp_path: Path, new_repo) -> None:
     empty.mkdir()
     out = cli("updates", "timestamp", "--path", empty, env=TEST_PASSPHRASES, check=False)
     assert out.returncode == 2 and "repo not initialized" in out.stderr
-    out = cli("updates", "remove", "--path", repo, "orbit/linux/9.9.9/orbit", env=TEST_PASSPHRASES, check=False)
+    out = cli(
+        "updates",
+        "remove",
+        "--path",
+        repo,
+        "orbit/linux/9.9.9/orbit",
+        env=TEST_PASSPHRASES,
+        check=False,
+    )
     assert out.returncode == 2 and "no target matches" in out.stderr
 
 
@@ -190,5 +212,14 @@ def test_tampered_metadata_is_reported(new_repo) -> None:
 
 def test_bad_duration(new_repo) -> None:
     repo = new_repo()
-    out = cli("updates", "timestamp", "--path", repo, "--timestamp-expiration", "14 days", env=TEST_PASSPHRASES, check=False)
+    out = cli(
+        "updates",
+        "timestamp",
+        "--path",
+        repo,
+        "--timestamp-expiration",
+        "14 days",
+        env=TEST_PASSPHRASES,
+        check=False,
+    )
     assert out.returncode == 2 and "invalid --timestamp-expiration" in out.stderr

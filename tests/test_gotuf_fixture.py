@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from packager.repo.keys import decrypt_keys
-from tests.helpers import GOTUF_FIXTURE, GOTUF_PASSPHRASES, cli, copy_gotuf_fixture, served_client_fetch
+from tests.helpers import (
+    GOTUF_FIXTURE,
+    GOTUF_PASSPHRASES,
+    cli,
+    copy_gotuf_fixture,
+    served_client_fetch,
+)
 
 ROLES = ("root", "targets", "snapshot", "timestamp")
 
@@ -17,7 +23,9 @@ ROLES = ("root", "targets", "snapshot", "timestamp")
 def _assert_gotuf_key_file(path: Path, passphrase: str) -> list[str]:
     raw = path.read_bytes()
     doc = json.loads(raw)
-    assert raw.startswith(b'{\n\t"encrypted": true,\n\t"data": {\n\t\t"kdf": {')  # MarshalIndent, tabs
+    assert raw.startswith(
+        b'{\n\t"encrypted": true,\n\t"data": {\n\t\t"kdf": {'
+    )  # MarshalIndent, tabs
     assert set(doc) == {"encrypted", "data"}
     assert doc["data"]["kdf"]["params"] == {"N": 32768, "r": 8, "p": 1}
     assert doc["data"]["cipher"]["name"] == "nacl/secretbox"
@@ -30,7 +38,9 @@ def test_fixture_key_ids_match_gotuf_computation() -> None:
     root = json.loads((GOTUF_FIXTURE / "root-v1.json").read_bytes())["signed"]
     for role in ROLES:
         env = f"FLEET_{role.upper()}_PASSPHRASE"
-        keys = decrypt_keys((GOTUF_FIXTURE / "keys" / f"{role}.json").read_bytes(), GOTUF_PASSPHRASES[env])
+        keys = decrypt_keys(
+            (GOTUF_FIXTURE / "keys" / f"{role}.json").read_bytes(), GOTUF_PASSPHRASES[env]
+        )
         assert keys[0].gotuf_keyid in root["roles"][role]["keyids"]
 
 
@@ -38,10 +48,18 @@ def test_manage_gotuf_repository(tmp_path: Path) -> None:
     repo = copy_gotuf_fixture(tmp_path / "fleet")
     root_v1 = (repo / "root-v1.json").read_bytes()
     env = GOTUF_PASSPHRASES
-    original_targets = {p: b"" for p in json.loads((repo / "repository/targets.json").read_bytes())["signed"]["targets"]}
+    original_targets = dict.fromkeys(
+        json.loads((repo / "repository/targets.json").read_bytes())["signed"]["targets"], b""
+    )
 
     # The fixture's timestamp has expired: re-signing it is the first compatibility step.
-    cli("updates", "timestamp", "--path", repo, env={"FLEET_TIMESTAMP_PASSPHRASE": env["FLEET_TIMESTAMP_PASSPHRASE"]})
+    cli(
+        "updates",
+        "timestamp",
+        "--path",
+        repo,
+        env={"FLEET_TIMESTAMP_PASSPHRASE": env["FLEET_TIMESTAMP_PASSPHRASE"]},
+    )
     fetched = served_client_fetch(repo, root_v1)
     assert set(fetched) == set(original_targets)
     assert b"orbit" in fetched["orbit/linux/stable/orbit"]
@@ -52,15 +70,34 @@ def test_manage_gotuf_repository(tmp_path: Path) -> None:
 
     new = tmp_path / "osqueryd"
     new.write_bytes(b"osqueryd 5.11.0")
-    cli("updates", "add", "--path", repo, "--target", new, "--name", "osqueryd", "--platform", "linux",
-        "--version", "5.11.0", "-t", "stable", env=env)
+    cli(
+        "updates",
+        "add",
+        "--path",
+        repo,
+        "--target",
+        new,
+        "--name",
+        "osqueryd",
+        "--platform",
+        "linux",
+        "--version",
+        "5.11.0",
+        "-t",
+        "stable",
+        env=env,
+    )
     fetched = served_client_fetch(repo, root_v1)
     assert fetched["osqueryd/linux/stable/osqueryd"] == b"osqueryd 5.11.0"
 
-    targets_before = _assert_gotuf_key_file(repo / "keys/targets.json", env["FLEET_TARGETS_PASSPHRASE"])
+    targets_before = _assert_gotuf_key_file(
+        repo / "keys/targets.json", env["FLEET_TARGETS_PASSPHRASE"]
+    )
     cli("updates", "rotate", "targets", "--path", repo, env=env)
     served_client_fetch(repo, root_v1)
-    targets_after = _assert_gotuf_key_file(repo / "keys/targets.json", env["FLEET_TARGETS_PASSPHRASE"])
+    targets_after = _assert_gotuf_key_file(
+        repo / "keys/targets.json", env["FLEET_TARGETS_PASSPHRASE"]
+    )
     # go-tuf appends the new key to the role's file
     assert targets_after[:-1] == targets_before and len(targets_after) == len(targets_before) + 1
 
@@ -77,7 +114,9 @@ def test_manage_gotuf_repository(tmp_path: Path) -> None:
     assert not (repo / "repository/targets/orbit/linux/edge").exists()
 
     for role in ROLES:
-        _assert_gotuf_key_file(repo / "keys" / f"{role}.json", env[f"FLEET_{role.upper()}_PASSPHRASE"])
+        _assert_gotuf_key_file(
+            repo / "keys" / f"{role}.json", env[f"FLEET_{role.upper()}_PASSPHRASE"]
+        )
     for name in ("1.root.json", "2.root.json", "3.root.json", "4.root.json"):
         assert (repo / "repository" / name).is_file()
 

@@ -35,8 +35,25 @@ def test_every_command_keeps_clients_working(new_repo, tmp_path: Path, consisten
     orbit2.write_bytes(b"orbit 1.3.0\n" * 100)
     osq.write_bytes(os.urandom(200_000))
 
-    cli("updates", "add", "--path", repo, "--target", orbit1, "--name", "orbit",
-        "--platform", "linux", "--version", "1.2.0", "-t", "1.2", "-t", "stable", env=env)
+    cli(
+        "updates",
+        "add",
+        "--path",
+        repo,
+        "--target",
+        orbit1,
+        "--name",
+        "orbit",
+        "--platform",
+        "linux",
+        "--version",
+        "1.2.0",
+        "-t",
+        "1.2",
+        "-t",
+        "stable",
+        env=env,
+    )
     expected = {f"orbit/linux/{c}/orbit": orbit1.read_bytes() for c in ("1.2.0", "1.2", "stable")}
     assert served_client_fetch(repo, root_v1) == expected
     assert _versions(repo) == {"root": 1, "targets": 2, "snapshot": 2, "timestamp": 2}
@@ -44,11 +61,43 @@ def test_every_command_keeps_clients_working(new_repo, tmp_path: Path, consisten
     inodes = {(repo / "repository/targets" / p).stat().st_ino for p in expected}
     assert len(inodes) == 1
 
-    cli("updates", "add", "--path", repo, "--target", osq, "--name", "osqueryd",
-        "--platform", "windows", "--version", "5.10.2", "-t", "stable", env=env)
-    expected.update({f"osqueryd/windows/{c}/osqueryd.exe": osq.read_bytes() for c in ("5.10.2", "stable")})
-    cli("updates", "add", "--path", repo, "--target", orbit2, "--name", "orbit",
-        "--platform", "linux", "--version", "1.3.0", "-t", "stable", env=env)
+    cli(
+        "updates",
+        "add",
+        "--path",
+        repo,
+        "--target",
+        osq,
+        "--name",
+        "osqueryd",
+        "--platform",
+        "windows",
+        "--version",
+        "5.10.2",
+        "-t",
+        "stable",
+        env=env,
+    )
+    expected.update(
+        {f"osqueryd/windows/{c}/osqueryd.exe": osq.read_bytes() for c in ("5.10.2", "stable")}
+    )
+    cli(
+        "updates",
+        "add",
+        "--path",
+        repo,
+        "--target",
+        orbit2,
+        "--name",
+        "orbit",
+        "--platform",
+        "linux",
+        "--version",
+        "1.3.0",
+        "-t",
+        "stable",
+        env=env,
+    )
     expected.update({f"orbit/linux/{c}/orbit": orbit2.read_bytes() for c in ("1.3.0", "stable")})
     assert served_client_fetch(repo, root_v1) == expected
 
@@ -60,7 +109,15 @@ def test_every_command_keeps_clients_working(new_repo, tmp_path: Path, consisten
     assert served_client_fetch(repo, root_v1) == expected
     assert _versions(repo)["timestamp"] == 5
 
-    cli("updates", "remove", "--path", repo, "orbit/linux/1.2", "osqueryd/windows/5.10.2/osqueryd.exe", env=env)
+    cli(
+        "updates",
+        "remove",
+        "--path",
+        repo,
+        "orbit/linux/1.2",
+        "osqueryd/windows/5.10.2/osqueryd.exe",
+        env=env,
+    )
     del expected["orbit/linux/1.2/orbit"], expected["osqueryd/windows/5.10.2/osqueryd.exe"]
     assert served_client_fetch(repo, root_v1) == expected
     assert not (repo / "repository/targets/orbit/linux/1.2").exists()
@@ -77,9 +134,15 @@ def test_every_command_keeps_clients_working(new_repo, tmp_path: Path, consisten
         if role == "root":
             # signed by the old and the new root key
             assert len(root["signatures"]) == 2
-        assert (repo / f"repository/{n}.root.json").read_bytes() == (repo / "repository/root.json").read_bytes()
+        assert (repo / f"repository/{n}.root.json").read_bytes() == (
+            repo / "repository/root.json"
+        ).read_bytes()
 
-    listing = {str(p.relative_to(repo / "repository")) for p in (repo / "repository").rglob("*") if p.is_file()}
+    listing = {
+        str(p.relative_to(repo / "repository"))
+        for p in (repo / "repository").rglob("*")
+        if p.is_file()
+    }
     if consistent:
         assert any(name.endswith(".targets.json") for name in listing)
         assert any(name.endswith(".snapshot.json") for name in listing)
@@ -116,7 +179,11 @@ def test_init_layout_and_key_files(tmp_path: Path) -> None:
         assert kf.stat().st_mode & 0o777 == 0o600
         doc = json.loads(kf.read_bytes())
         assert doc["encrypted"] is True
-        assert doc["data"]["kdf"] == {**doc["data"]["kdf"], "name": "scrypt", "params": {"N": 32768, "r": 8, "p": 1}}
+        assert doc["data"]["kdf"] == {
+            **doc["data"]["kdf"],
+            "name": "scrypt",
+            "params": {"N": 32768, "r": 8, "p": 1},
+        }
         assert doc["data"]["cipher"]["name"] == "nacl/secretbox"
     assert (repo / "keys").stat().st_mode & 0o777 == 0o700
     for name in ("root.json", "1.root.json", "targets.json", "snapshot.json", "timestamp.json"):
@@ -158,8 +225,28 @@ def test_add_without_root_key(new_repo, tmp_path: Path) -> None:
     f = tmp_path / "orbit"
     f.write_bytes(b"x")
     env = {k: v for k, v in TEST_PASSPHRASES.items() if k != "FLEET_ROOT_PASSPHRASE"}
-    cli("updates", "add", "--path", repo, "--target", f, "--name", "orbit", "--platform", "linux", "--version", "1.0.0", env=env)
-    cli("updates", "timestamp", "--path", repo, env={"FLEET_TIMESTAMP_PASSPHRASE": TEST_PASSPHRASES["FLEET_TIMESTAMP_PASSPHRASE"]})
+    cli(
+        "updates",
+        "add",
+        "--path",
+        repo,
+        "--target",
+        f,
+        "--name",
+        "orbit",
+        "--platform",
+        "linux",
+        "--version",
+        "1.0.0",
+        env=env,
+    )
+    cli(
+        "updates",
+        "timestamp",
+        "--path",
+        repo,
+        env={"FLEET_TIMESTAMP_PASSPHRASE": TEST_PASSPHRASES["FLEET_TIMESTAMP_PASSPHRASE"]},
+    )
     root_v1 = (repo / "repository/1.root.json").read_bytes()
     assert served_client_fetch(repo, root_v1) == {"orbit/linux/1.0.0/orbit": b"x"}
 
@@ -182,7 +269,22 @@ def test_add_file_names(new_repo, tmp_path: Path, name, platform, source, expect
     repo = new_repo()
     f = tmp_path / source
     f.write_bytes(b"payload")
-    cli("updates", "add", "--path", repo, "--target", f, "--name", name, "--platform", platform,
-        "--version", "1.0.0", "-t", "stable", env=TEST_PASSPHRASES)
+    cli(
+        "updates",
+        "add",
+        "--path",
+        repo,
+        "--target",
+        f,
+        "--name",
+        name,
+        "--platform",
+        platform,
+        "--version",
+        "1.0.0",
+        "-t",
+        "stable",
+        env=TEST_PASSPHRASES,
+    )
     targets = json.loads((repo / "repository/targets.json").read_bytes())["signed"]["targets"]
     assert set(targets) == {f"{name}/{platform}/{c}/{expected}" for c in ("1.0.0", "stable")}

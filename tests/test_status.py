@@ -7,9 +7,8 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from securesystemslib.formats import encode_canonical
-
 from packager.repo.keys import decrypt_keys
+from packager.repo.metadata import canonical
 from tests.helpers import TEST_PASSPHRASES, cli, served_client_fetch
 
 
@@ -20,11 +19,18 @@ def _parse(ts: str) -> datetime:
 def test_status_reports_and_exit_codes(new_repo) -> None:
     repo = new_repo()
     start = datetime.now(timezone.utc)
-    cli("updates", "timestamp", "--path", repo, "--timestamp-expiration", "2h", env=TEST_PASSPHRASES)
+    cli(
+        "updates", "timestamp", "--path", repo, "--timestamp-expiration", "2h", env=TEST_PASSPHRASES
+    )
     ok = cli("updates", "status", "--path", repo, "--warn", "1h", "--json")
     data = json.loads(ok.stdout)
     roles = {r["role"]: r for r in data["roles"]}
-    assert {r: roles[r]["version"] for r in roles} == {"root": 1, "targets": 1, "snapshot": 1, "timestamp": 2}
+    assert {r: roles[r]["version"] for r in roles} == {
+        "root": 1,
+        "targets": 1,
+        "snapshot": 1,
+        "timestamp": 2,
+    }
     exp = _parse(roles["timestamp"]["expires"])
     assert timedelta(hours=2) - timedelta(seconds=5) <= exp - start <= timedelta(hours=2, seconds=5)
     assert 7190 <= roles["timestamp"]["expires_in_seconds"] <= 7200
@@ -34,10 +40,15 @@ def test_status_reports_and_exit_codes(new_repo) -> None:
 
     warn = cli("updates", "status", "--path", repo, check=False)  # default --warn 72h
     assert warn.returncode == 1
-    assert "timestamp.json expires in 1h 59m" in warn.stdout or "timestamp.json expires in 2h" in warn.stdout
+    assert (
+        "timestamp.json expires in 1h 59m" in warn.stdout
+        or "timestamp.json expires in 2h" in warn.stdout
+    )
     assert "expiring" in warn.stdout
 
-    cli("updates", "timestamp", "--path", repo, "--timestamp-expiration", "2s", env=TEST_PASSPHRASES)
+    cli(
+        "updates", "timestamp", "--path", repo, "--timestamp-expiration", "2s", env=TEST_PASSPHRASES
+    )
     time.sleep(3)
     expired = cli("updates", "status", "--path", repo, "--warn", "1s", "--json", check=False)
     assert expired.returncode == 1
@@ -53,10 +64,12 @@ def test_status_flags_non_utc_expires_and_timestamp_fixes_it(new_repo) -> None:
     doc = json.loads(path.read_bytes())
     when = _parse(doc["signed"]["expires"]).astimezone(timezone(timedelta(hours=-3)))
     doc["signed"]["expires"] = when.isoformat()
-    key = decrypt_keys((repo / "keys/timestamp.json").read_bytes(), TEST_PASSPHRASES["FLEET_TIMESTAMP_PASSPHRASE"])[0]
+    key = decrypt_keys(
+        (repo / "keys/timestamp.json").read_bytes(), TEST_PASSPHRASES["FLEET_TIMESTAMP_PASSPHRASE"]
+    )[0]
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    sig = Ed25519PrivateKey.from_private_bytes(key.seed).sign(encode_canonical(doc["signed"]).encode())
+    sig = Ed25519PrivateKey.from_private_bytes(key.seed).sign(canonical(doc["signed"]))
     doc["signatures"] = [{"keyid": doc["signatures"][0]["keyid"], "sig": sig.hex()}]
     path.write_text(json.dumps(doc))
 
@@ -80,10 +93,23 @@ def test_rotate_root_after_root_expired(new_repo) -> None:
     """Fleet needed a special procedure for this (PR #22693); here it is plain `rotate root`."""
     repo = new_repo()
     root_v1 = (repo / "repository/1.root.json").read_bytes()
-    cli("updates", "rotate", "snapshot", "--path", repo, "--root-expiration", "2s", env=TEST_PASSPHRASES)
+    cli(
+        "updates",
+        "rotate",
+        "snapshot",
+        "--path",
+        repo,
+        "--root-expiration",
+        "2s",
+        env=TEST_PASSPHRASES,
+    )
     time.sleep(3)
     refused = cli("updates", "timestamp", "--path", repo, env=TEST_PASSPHRASES, check=False)
-    assert refused.returncode == 2 and "root.json expired" in refused.stderr and "rotate root" in refused.stderr
+    assert (
+        refused.returncode == 2
+        and "root.json expired" in refused.stderr
+        and "rotate root" in refused.stderr
+    )
     cli("updates", "rotate", "root", "--path", repo, env=TEST_PASSPHRASES)
     served_client_fetch(repo, root_v1)
     assert cli("updates", "status", "--path", repo).returncode == 0

@@ -26,11 +26,11 @@ import nacl.secret
 import nacl.utils
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from securesystemslib.formats import encode_canonical
 from securesystemslib.signer import CryptoSigner, SSlibKey
 
 from packager.errors import KeyFileError, PassphraseError
 from packager.repo.fsutil import atomic_write
+from packager.repo.metadata import canonical
 
 KEYID_HASH_ALGORITHMS = ["sha256", "sha512"]
 SCRYPT_N = 32768
@@ -72,7 +72,7 @@ class RoleKey:
     @property
     def gotuf_keyid(self) -> str:
         """The key ID go-tuf (and so fleetctl) computes for this key."""
-        return hashlib.sha256(encode_canonical(self.public_dict()).encode()).hexdigest()
+        return hashlib.sha256(canonical(self.public_dict())).hexdigest()
 
     def sslib_key(self, keyid: str | None = None) -> SSlibKey:
         """The public key for python-tuf metadata, under ``keyid`` (default: go-tuf's ID)."""
@@ -163,7 +163,7 @@ def encrypt_keys(keys: list[RoleKey], passphrase: str | None) -> bytes:
     return _gotuf_indent(envelope)
 
 
-class WrongPassphrase(Exception):  # noqa: N818 - a condition, not a failure of this module
+class WrongPassphrase(Exception):
     """The passphrase does not open the key file."""
 
 

@@ -30,6 +30,14 @@ SPEC_VERSION = "1.0"  # what go-tuf (fleetctl) writes; python-tuf reads X.Y with
 HASH_ALGORITHM = "sha512"  # go-tuf's only default; Orbit prefers sha512
 
 
+def canonical(value: Any) -> bytes:
+    """Canonical JSON (what TUF signatures cover)."""
+    text = encode_canonical(value)
+    if text is None:  # only when an output callback is given, which we never pass
+        raise ValueError("canonical encoding failed")
+    return text.encode()
+
+
 def utc_z(value: datetime) -> str:
     return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -59,7 +67,7 @@ def parse(raw: bytes, role: str, source: str) -> LoadedMetadata:
         signed = doc["signed"]
         if signed.get("_type") != role:
             raise ValueError(f"_type is {signed.get('_type')!r}, expected {role!r}")
-        canonical = encode_canonical(signed).encode()
+        signed_canonical = canonical(signed)
         original: str | None = None
         expires = signed.get("expires")
         if isinstance(expires, str) and not expires.endswith("Z"):
@@ -73,13 +81,15 @@ def parse(raw: bytes, role: str, source: str) -> LoadedMetadata:
         raise
     except Exception as exc:  # any parse defect becomes one clear line
         raise CorruptRepositoryError(f"{source} is not valid TUF {role} metadata: {exc}") from None
-    return LoadedMetadata(md=md, raw=raw, signed_canonical=canonical, original_expires=original)
+    return LoadedMetadata(
+        md=md, raw=raw, signed_canonical=signed_canonical, original_expires=original
+    )
 
 
 def verify_signed_by(
     delegator: Root, role: str, loaded: LoadedMetadata, source: str, *, what: str = ""
 ) -> None:
-    """Raise CorruptRepositoryError unless ``loaded`` meets ``role``'s threshold in ``delegator``."""
+    """Raise CorruptRepositoryError unless ``loaded`` meets the threshold ``delegator`` sets."""
     try:
         delegator.verify_delegate(role, loaded.signed_canonical, loaded.md.signatures)
     except UnsignedMetadataError as exc:

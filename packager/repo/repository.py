@@ -166,7 +166,9 @@ class UpdateRepository:
             try:
                 return decrypt_keys(content, "")
             except (ValueError, KeyError, TypeError) as exc:
-                raise KeyFileError(f"{self.keys.path(role)} is not a valid key file: {exc}") from None
+                raise KeyFileError(
+                    f"{self.keys.path(role)} is not a valid key file: {exc}"
+                ) from None
         attempts = 0
         while True:
             passphrase = self.passphrases.get(role)
@@ -245,7 +247,9 @@ class UpdateRepository:
             signers = {role: [keys[role].signer()] for role in ROLES}
             targets = Metadata(
                 Targets(
-                    version=1, spec_version=meta.SPEC_VERSION, expires=now + self.expirations.targets
+                    version=1,
+                    spec_version=meta.SPEC_VERSION,
+                    expires=now + self.expirations.targets,
                 )
             )
             state_new = self._build(
@@ -334,9 +338,7 @@ class UpdateRepository:
             before = self._target_files(targets_md.signed, state.consistent_snapshot)
             for path in removed:
                 del targets_md.signed.targets[path]
-            return self._change(
-                "remove", state, targets_md, signers, txn, before, removed=removed
-            )
+            return self._change("remove", state, targets_md, signers, txn, before, removed=removed)
 
     def timestamp(self) -> PublishResult:
         """Re-sign ``timestamp.json`` only (needs only the timestamp key)."""
@@ -605,5 +607,5 @@ class UpdateRepository:
             writes += [versioned, "root.json"]
         if first:
             self.repository.mkdir(parents=True, exist_ok=True)
-            os.chmod(self.repository, 0o755)
+            os.chmod(self.repository, 0o755)  # noqa: S103 - published tree is world-readable
         txn.commit(Change(command, writes=writes, deletes=deletes, key_files=key_files))

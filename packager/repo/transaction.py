@@ -29,8 +29,6 @@ import contextlib
 import json
 import os
 import shutil
-import sys
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,10 +138,8 @@ class Transaction:
 
     # -- internals ---------------------------------------------------------------------------
     def _roll_forward(self, state: dict[str, object]) -> None:
-        writes = state.get("writes", [])
-        deletes = state.get("deletes", [])
-        assert isinstance(writes, list)
-        assert isinstance(deletes, list)
+        writes = _str_list(state.get("writes"))
+        deletes = _str_list(state.get("deletes"))
         touched_dirs: set[Path] = set()
         for rel in writes:
             src = self.new / rel
@@ -164,8 +160,9 @@ class Transaction:
             fsync_dir(self.repository)
 
     def _restore_keys(self, state: dict[str, object]) -> None:
-        existed = state.get("keys_existed", {})
-        assert isinstance(existed, dict)
+        existed = state.get("keys_existed")
+        if not isinstance(existed, dict):
+            existed = {}
         backup = self.dir / _KEY_BACKUP
         for role, was_there in existed.items():
             current = self.keys / f"{role}.json"
@@ -196,7 +193,7 @@ class Transaction:
             fsync_dir(Path(dirpath))
 
 
-def report(messages: Iterable[str | None]) -> None:
-    for message in messages:
-        if message:
-            print(f"orbit-packager: {message}", file=sys.stderr)
+def _str_list(value: object) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("journal lists are not lists of paths")
+    return list(value)
