@@ -131,3 +131,21 @@ def tree_bytes(path: Path) -> dict[str, bytes]:
         for p in sorted(path.rglob("*"))
         if p.is_file() and not p.is_symlink()
     }
+
+
+def add_target(
+    repo: Path,
+    target: Path,
+    name: str,
+    platform: str,
+    version: str,
+    *tags: str,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """`updates add` through the real command line."""
+    tag_args = [arg for tag in tags for arg in ("-t", tag)]
+    return cli(
+        "updates", "add", "--path", repo, "--target", target, "--name", name,
+        "--platform", platform, "--version", version, *tag_args,
+        env=TEST_PASSPHRASES if env is None else env,
+    )  # fmt: skip

@@ -22,7 +22,7 @@ import pytest
 
 from packager.repo.keys import decrypt_keys
 from packager.repo.transaction import TXN_DIR_NAME, Transaction
-from tests.helpers import TEST_PASSPHRASES, cli, served_client_fetch, tree_bytes
+from tests.helpers import TEST_PASSPHRASES, add_target, cli, served_client_fetch, tree_bytes
 
 TRIALS = 20
 
@@ -110,23 +110,7 @@ def test_sigkill_during_add(new_repo, tmp_path: Path) -> None:
     templates = {}
     for cs in (False, True):
         t = new_repo(cs)
-        cli(
-            "updates",
-            "add",
-            "--path",
-            t,
-            "--target",
-            old_bin,
-            "--name",
-            "orbit",
-            "--platform",
-            "linux",
-            "--version",
-            "1.0.0",
-            "-t",
-            "stable",
-            env=TEST_PASSPHRASES,
-        )
+        add_target(t, old_bin, "orbit", "linux", "1.0.0", "stable")
         templates[cs] = t
     old = {f"orbit/linux/{c}/orbit": old_bin.read_bytes() for c in ("1.0.0", "stable")}
     new = {**old, **{f"orbit/linux/{c}/orbit": new_bin.read_bytes() for c in ("2.0.0", "stable")}}
@@ -178,23 +162,7 @@ def test_sigkill_during_rotate(new_repo, tmp_path: Path) -> None:
     templates = {}
     for cs in (False, True):
         t = new_repo(cs)
-        cli(
-            "updates",
-            "add",
-            "--path",
-            t,
-            "--target",
-            payload,
-            "--name",
-            "osqueryd",
-            "--platform",
-            "linux",
-            "--version",
-            "5.0.0",
-            "-t",
-            "stable",
-            env=TEST_PASSPHRASES,
-        )
+        add_target(t, payload, "osqueryd", "linux", "5.0.0", "stable")
         templates[cs] = t
     expected = {f"osqueryd/linux/{c}/osqueryd": b"osqueryd" for c in ("5.0.0", "stable")}
     probe = tmp_path / "probe"

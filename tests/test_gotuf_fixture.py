@@ -12,6 +12,7 @@ from packager.repo.keys import decrypt_keys
 from tests.helpers import (
     GOTUF_FIXTURE,
     GOTUF_PASSPHRASES,
+    add_target,
     cli,
     copy_gotuf_fixture,
     served_client_fetch,
@@ -70,23 +71,7 @@ def test_manage_gotuf_repository(tmp_path: Path) -> None:
 
     new = tmp_path / "osqueryd"
     new.write_bytes(b"osqueryd 5.11.0")
-    cli(
-        "updates",
-        "add",
-        "--path",
-        repo,
-        "--target",
-        new,
-        "--name",
-        "osqueryd",
-        "--platform",
-        "linux",
-        "--version",
-        "5.11.0",
-        "-t",
-        "stable",
-        env=env,
-    )
+    add_target(repo, new, "osqueryd", "linux", "5.11.0", "stable", env=env)
     fetched = served_client_fetch(repo, root_v1)
     assert fetched["osqueryd/linux/stable/osqueryd"] == b"osqueryd 5.11.0"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import TEST_PASSPHRASES, cli, served_client_fetch
+from tests.helpers import TEST_PASSPHRASES, add_target, cli, served_client_fetch
 
 ROLES = ("root", "targets", "snapshot", "timestamp")
 
@@ -35,25 +35,7 @@ def test_every_command_keeps_clients_working(new_repo, tmp_path: Path, consisten
     orbit2.write_bytes(b"orbit 1.3.0\n" * 100)
     osq.write_bytes(os.urandom(200_000))
 
-    cli(
-        "updates",
-        "add",
-        "--path",
-        repo,
-        "--target",
-        orbit1,
-        "--name",
-        "orbit",
-        "--platform",
-        "linux",
-        "--version",
-        "1.2.0",
-        "-t",
-        "1.2",
-        "-t",
-        "stable",
-        env=env,
-    )
+    add_target(repo, orbit1, "orbit", "linux", "1.2.0", "1.2", "stable", env=env)
     expected = {f"orbit/linux/{c}/orbit": orbit1.read_bytes() for c in ("1.2.0", "1.2", "stable")}
     assert served_client_fetch(repo, root_v1) == expected
     assert _versions(repo) == {"root": 1, "targets": 2, "snapshot": 2, "timestamp": 2}
@@ -61,43 +43,11 @@ def test_every_command_keeps_clients_working(new_repo, tmp_path: Path, consisten
     inodes = {(repo / "repository/targets" / p).stat().st_ino for p in expected}
     assert len(inodes) == 1
 
-    cli(
-        "updates",
-        "add",
-        "--path",
-        repo,
-        "--target",
-        osq,
-        "--name",
-        "osqueryd",
-        "--platform",
-        "windows",
-        "--version",
-        "5.10.2",
-        "-t",
-        "stable",
-        env=env,
-    )
+    add_target(repo, osq, "osqueryd", "windows", "5.10.2", "stable", env=env)
     expected.update(
         {f"osqueryd/windows/{c}/osqueryd.exe": osq.read_bytes() for c in ("5.10.2", "stable")}
     )
-    cli(
-        "updates",
-        "add",
-        "--path",
-        repo,
-        "--target",
-        orbit2,
-        "--name",
-        "orbit",
-        "--platform",
-        "linux",
-        "--version",
-        "1.3.0",
-        "-t",
-        "stable",
-        env=env,
-    )
+    add_target(repo, orbit2, "orbit", "linux", "1.3.0", "stable", env=env)
     expected.update({f"orbit/linux/{c}/orbit": orbit2.read_bytes() for c in ("1.3.0", "stable")})
     assert served_client_fetch(repo, root_v1) == expected
 
@@ -225,21 +175,7 @@ def test_add_without_root_key(new_repo, tmp_path: Path) -> None:
     f = tmp_path / "orbit"
     f.write_bytes(b"x")
     env = {k: v for k, v in TEST_PASSPHRASES.items() if k != "FLEET_ROOT_PASSPHRASE"}
-    cli(
-        "updates",
-        "add",
-        "--path",
-        repo,
-        "--target",
-        f,
-        "--name",
-        "orbit",
-        "--platform",
-        "linux",
-        "--version",
-        "1.0.0",
-        env=env,
-    )
+    add_target(repo, f, "orbit", "linux", "1.0.0", env=env)
     cli(
         "updates",
         "timestamp",
@@ -269,22 +205,6 @@ def test_add_file_names(new_repo, tmp_path: Path, name, platform, source, expect
     repo = new_repo()
     f = tmp_path / source
     f.write_bytes(b"payload")
-    cli(
-        "updates",
-        "add",
-        "--path",
-        repo,
-        "--target",
-        f,
-        "--name",
-        name,
-        "--platform",
-        platform,
-        "--version",
-        "1.0.0",
-        "-t",
-        "stable",
-        env=TEST_PASSPHRASES,
-    )
+    add_target(repo, f, name, platform, "1.0.0", "stable")
     targets = json.loads((repo / "repository/targets.json").read_bytes())["signed"]["targets"]
     assert set(targets) == {f"{name}/{platform}/{c}/{expected}" for c in ("1.0.0", "stable")}
