@@ -14,7 +14,11 @@ from typing import Any, TypeVar
 import click
 
 from packager import __version__
-from packager.errors import EXIT_CHECK_FAILED, EXIT_OK, PackagerError
+from packager.errors import EXIT_CHECK_FAILED, EXIT_OK, PackagerError, UsageError
+from packager.fetch.client import EXIT_FETCH, FLEET_UPDATE_URL, UpdateClient, load_trusted_root
+from packager.fetch.http import HttpOptions
+from packager.fetch.verify import render_text as render_verify
+from packager.fetch.verify import verify_repository
 from packager.repo.durations import parse_duration
 from packager.repo.repository import ROLES, Expirations, PublishResult, UpdateRepository, utcnow
 from packager.repo.status import render_text, repository_status
@@ -214,6 +218,102 @@ def status(path: Path, warn: timedelta, with_targets: bool, as_json: bool) -> No
     report = repository_status(repo, warn, utcnow(), with_targets=with_targets)
     _emit(repo, as_json, report.to_json(), render_text(report))
     sys.exit(EXIT_OK if report.ok else EXIT_CHECK_FAILED)
+
+
+def update_server_options(f: F) -> F:
+    """The flags every command that talks to an update server shares (fleetctl's names)."""
+    options = [
+        click.option(
+            "--update-url",
+            default=FLEET_UPDATE_URL,
+            show_default=True,
+            envvar="ORBIT_PACKAGER_UPDATE_URL",
+            help="URL of the TUF update server.",
+        ),
+        click.option(
+            "--update-roots",
+            help="Trusted root: the JSON `updates roots` prints, or a file holding it "
+            "(default: Fleet's root for Fleet's server).",
+        ),
+        click.option(
+            "--update-tls-certificate",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help="CA bundle (PEM) to trust for the update server.",
+        ),
+        click.option(
+            "--update-tls-client-certificate",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help="Client certificate (PEM) for an update server that requires one.",
+        ),
+        click.option(
+            "--update-tls-client-key",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help="Private key (PEM) of the client certificate.",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _http_options(
+    update_tls_certificate: Path | None,
+    update_tls_client_certificate: Path | None,
+    update_tls_client_key: Path | None,
+) -> HttpOptions:
+    if bool(update_tls_client_certificate) != bool(update_tls_client_key):
+        raise UsageError("--update-tls-client-certificate and --update-tls-client-key go together")
+    return HttpOptions(
+        ca_bundle=update_tls_certificate,
+        client_cert=update_tls_client_certificate,
+        client_key=update_tls_client_key,
+    )
+
+
+@cli.command()
+@update_server_options
+@click.option("--target", "patterns", multiple=True, help="Only targets matching this glob.")
+@click.option(
+    "--warn",
+    default="72h",
+    show_default=True,
+    callback=_duration("--warn"),
+    help="Exit 1 when a role expires within this duration.",
+)
+@click.option(
+    "--download-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep the verified targets here (default: hash and discard).",
+)
+@json_option
+def verify(
+    update_url: str,
+    update_roots: str | None,
+    update_tls_certificate: Path | None,
+    update_tls_client_certificate: Path | None,
+    update_tls_client_key: Path | None,
+    patterns: tuple[str, ...],
+    warn: timedelta,
+    download_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Check a published update repository as an agent would: every signature, expiry and
+    target hash, from the trusted root. Exit 4 on any failure, 1 on an expiry within --warn."""
+    http = _http_options(
+        update_tls_certificate, update_tls_client_certificate, update_tls_client_key
+    )
+    root = load_trusted_root(update_url, update_roots)
+    with UpdateClient(update_url, root, cache_dir=None, http=http) as client:
+        report = verify_repository(
+            client, patterns=list(patterns), warn=warn, now=utcnow(), download_dir=download_dir
+        )
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2, sort_keys=True))
+    else:
+        click.echo(render_verify(report))
+    if report.failures:
+        sys.exit(EXIT_FETCH)
+    sys.exit(EXIT_OK if not report.problems else EXIT_CHECK_FAILED)
 
 
 def main(argv: list[str] | None = None) -> None:

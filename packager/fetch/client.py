@@ -1,0 +1,370 @@
+"""A TUF client for Fleet update repositories: python-tuf's ngclient plus a verified cache,
+offline mode and one clear line for every failure.
+
+Cache layout (default ``$XDG_CACHE_HOME/orbit-packager``)::
+
+    metadata/<key>/          ngclient's metadata dir; <key> = hash of update URL and trusted root
+    targets/<sha512>         target files by content hash, re-verified against metadata on use
+
+Keying metadata by the trusted root as well as the URL keeps a re-initialized repository at the
+same URL from tripping rollback protection against the old one's versions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from tuf.api import exceptions
+from tuf.api.metadata import TargetFile
+from tuf.api.serialization import DeserializationError
+from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig
+
+from packager.errors import PackagerError, UsageError
+from packager.fetch.http import HttpOptions, RequestsFetcher
+from packager.repo.fsutil import link_or_copy
+
+FLEET_UPDATE_URL = "https://updates.fleetdm.com"
+_EMBEDDED_ROOT = Path(__file__).resolve().parent.parent / "data" / "fleet-public-root-v6.json"
+EXIT_FETCH = 4
+
+
+class FetchError(PackagerError):
+    """Metadata or a target could not be fetched or did not verify."""
+
+    exit_code = EXIT_FETCH
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "orbit-packager"
+
+
+def load_trusted_root(update_url: str, update_roots: str | None) -> bytes:
+    """The trusted root: ``--update-roots`` (JSON or a file path), or Fleet's embedded root."""
+    if update_roots:
+        text = update_roots.strip()
+        if not text.startswith("{"):
+            try:
+                text = Path(text).read_text()
+            except OSError as exc:
+                raise UsageError(
+                    f"cannot read --update-roots file {text}: {exc.strerror}"
+                ) from None
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            raise UsageError(
+                "--update-roots is not JSON",
+                hint="pass the output of `orbit-packager updates roots` or a file holding it",
+            ) from None
+        if isinstance(doc, list):
+            raise UsageError(
+                "--update-roots holds a list of keys (old `fleetctl updates roots` output)",
+                hint="pass the whole signed root.json printed by `updates roots`",
+            )
+        if not isinstance(doc, dict) or doc.get("signed", {}).get("_type") != "root":
+            raise UsageError("--update-roots is not a signed TUF root.json")
+        return json.dumps(doc).encode()
+    if update_url.rstrip("/") == FLEET_UPDATE_URL:
+        return _EMBEDDED_ROOT.read_bytes()
+    raise UsageError(
+        f"--update-roots is required for the update server {update_url}",
+        hint="pass the output of `orbit-packager updates roots` for that repository",
+    )
+
+
+@dataclass(frozen=True)
+class RoleInfo:
+    role: str
+    version: int
+    expires: datetime
+
+
+class _OfflineFetcher(FetcherInterface):
+    """Serves ngclient only what the cache holds, so offline runs are verified like online ones."""
+
+    def __init__(self, metadata_dir: Path) -> None:
+        self.metadata_dir = metadata_dir
+
+    def _fetch(self, url: str) -> Iterator[bytes]:
+        name = url.rsplit("/", 1)[-1]
+        local = self.metadata_dir / name
+        if name.endswith(".json") and local.is_file():
+            return iter([local.read_bytes()])
+        if name.endswith(".root.json"):  # no newer root known offline
+            raise exceptions.DownloadHTTPError("offline", 404)
+        raise FetchError(
+            f"--offline: {name} is not in the cache",
+            hint="run once without --offline to fill the cache",
+        )
+
+
+class UpdateClient:
+    """Refreshes once from the trusted root, then looks up and fetches verified targets."""
+
+    def __init__(
+        self,
+        update_url: str,
+        trusted_root: bytes,
+        *,
+        cache_dir: Path | None = None,
+        http: HttpOptions | None = None,
+        offline: bool = False,
+    ) -> None:
+        self.update_url = update_url.rstrip("/")
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if cache_dir is None:
+            if offline:
+                raise UsageError("--offline needs the cache; drop --no-cache")
+            self._tmp = tempfile.TemporaryDirectory(prefix="orbit-packager-")
+            cache_dir = Path(self._tmp.name)
+        self.cache_dir = cache_dir
+        key = hashlib.sha256(
+            self.update_url.encode() + b"\n" + hashlib.sha256(trusted_root).digest()
+        ).hexdigest()[:24]
+        self.metadata_dir = cache_dir / "metadata" / key
+        self.targets_dir = cache_dir / "targets"
+        for d in (cache_dir, self.metadata_dir, self.targets_dir):
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (self.metadata_dir / "url").write_text(self.update_url + "\n")
+        self.offline = offline
+        self.http = RequestsFetcher(http)
+        fetcher: FetcherInterface = _OfflineFetcher(self.metadata_dir) if offline else self.http
+        self.updater = Updater(
+            str(self.metadata_dir),
+            self.update_url + "/",
+            str(self.targets_dir),
+            self.update_url + "/targets/",
+            fetcher=fetcher,
+            config=UpdaterConfig(targets_max_length=50_000_000),
+            bootstrap=trusted_root,
+        )
+        self._refreshed = False
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> UpdateClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- metadata ----------------------------------------------------------------------------
+    def refresh(self) -> None:
+        if self._refreshed:
+            return
+        with self._explained():
+            self.updater.refresh()
+        self._refreshed = True
+
+    def roles(self) -> list[RoleInfo]:
+        self.refresh()
+        out = []
+        for role in ("root", "targets", "snapshot", "timestamp"):
+            signed = json.loads((self.metadata_dir / f"{role}.json").read_bytes())["signed"]
+            expires = datetime.strptime(signed["expires"], "%Y-%m-%dT%H:%M:%S%z")
+            out.append(RoleInfo(role, int(signed["version"]), expires))
+        return out
+
+    def targets(self, patterns: list[str] | None = None) -> dict[str, TargetFile]:
+        """Every target path the trusted targets metadata lists (optionally glob-filtered)."""
+        self.refresh()
+        listed = json.loads((self.metadata_dir / "targets.json").read_bytes())["signed"]["targets"]
+        out: dict[str, TargetFile] = {}
+        for path in sorted(listed):
+            if patterns and not any(fnmatch.fnmatchcase(path, p) for p in patterns):
+                continue
+            out[path] = TargetFile.from_dict(dict(listed[path]), path)
+        return out
+
+    def channels(self, name: str, platform: str) -> list[str]:
+        prefix = f"{name}/{platform}/"
+        return sorted(
+            {p[len(prefix) :].split("/")[0] for p in self.targets() if p.startswith(prefix)}
+        )
+
+    def target_info(self, path: str) -> TargetFile:
+        self.refresh()
+        with self._explained(path):
+            info = self.updater.get_targetinfo(path)
+        if info is None:
+            name, platform, *_ = [*path.split("/"), "", ""]
+            existing = self.channels(name, platform)
+            hint = (
+                f"channels for {name}/{platform}: {', '.join(existing)}"
+                if existing
+                else f"the repository has no {name} target for {platform}"
+            )
+            raise FetchError(f"target {path} is not in the repository", hint=hint)
+        return info
+
+    # -- targets -----------------------------------------------------------------------------
+    def fetch(self, path: str, dest: Path) -> TargetFile:
+        """Place the verified target ``path`` at ``dest`` (hard link from the cache if possible)."""
+        info = self.target_info(path)
+        cached = self.targets_dir / info.hashes.get("sha512", next(iter(info.hashes.values())))
+        with self._explained(path):
+            if self.updater.find_cached_target(info, str(cached)) is None:
+                if self.offline:
+                    raise FetchError(
+                        f"--offline: target {path} is not in the cache",
+                        hint="run once without --offline to fill the cache",
+                    )
+                partial = cached.with_name(cached.name + f".part-{os.getpid()}")
+                try:
+                    self.updater.download_target(info, str(partial))
+                    os.chmod(partial, 0o644)
+                    partial.replace(cached)
+                finally:
+                    with contextlib.suppress(FileNotFoundError):
+                        partial.unlink()
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            dest.unlink()
+        link_or_copy(cached, dest)
+        return info
+
+    def stream_verify(self, path: str, info: TargetFile, keep: Path | None = None) -> int:
+        """Download ``path`` and check length and every hash in one pass, keeping nothing
+        unless ``keep`` is given. Memory stays bounded whatever the target size."""
+        if self.offline:
+            raise UsageError("verify checks the published repository; it cannot run --offline")
+        base = self.update_url + "/targets/"
+        url = base + path
+        root = json.loads((self.metadata_dir / "root.json").read_bytes())["signed"]
+        if root.get("consistent_snapshot"):
+            directory, sep, name = path.rpartition("/")
+            url = f"{base}{directory}{sep}{next(iter(info.hashes.values()))}.{name}"
+        hashers = {alg: hashlib.new(alg) for alg in info.hashes}
+        length = 0
+        out = keep.open("wb") if keep else None
+        try:
+            with self._explained(path):
+                for chunk in self.http.fetch(url):
+                    length += len(chunk)
+                    if length > info.length:
+                        raise exceptions.DownloadLengthMismatchError(
+                            f"{path} is longer than the {info.length} bytes the metadata allows"
+                        )
+                    for h in hashers.values():
+                        h.update(chunk)
+                    if out:
+                        out.write(chunk)
+                if length != info.length:
+                    raise exceptions.LengthOrHashMismatchError(
+                        f"{path} is {length} bytes, the metadata says {info.length}"
+                    )
+                for alg, h in hashers.items():
+                    if h.hexdigest() != info.hashes[alg]:
+                        raise exceptions.LengthOrHashMismatchError(
+                            f"{path} does not match its {alg} hash"
+                        )
+        finally:
+            if out:
+                out.close()
+        return length
+
+    # -- errors ------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _explained(self, target: str | None = None) -> Iterator[None]:
+        try:
+            yield
+        except PackagerError:
+            raise
+        except (exceptions.RepositoryError, exceptions.DownloadError) as exc:
+            raise FetchError(explain(exc, self, target)) from None
+
+
+_FIXES = {
+    "timestamp": "orbit-packager updates timestamp",
+    "snapshot": "orbit-packager updates add/remove (re-signs snapshot)",
+    "targets": "orbit-packager updates add/remove (re-signs targets)",
+    "root": "orbit-packager updates rotate root",
+}
+
+
+def _role_of(message: str) -> str | None:
+    lowered = message.lower()
+    for role in ("timestamp", "snapshot", "targets", "root"):
+        if role in lowered:
+            return role
+    return None
+
+
+def _expires_of(client: UpdateClient, role: str) -> str | None:
+    body = client.http.last_body.get(f"{role}.json")
+    if body is None:
+        local = client.metadata_dir / f"{role}.json"
+        body = local.read_bytes() if local.exists() else None
+    if body is None:
+        return None
+    try:
+        value = json.loads(body)["signed"]["expires"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return str(value)
+
+
+def explain(exc: Exception, client: UpdateClient, target: str | None) -> str:
+    """One line naming what failed, why, and what fixes it."""
+    url = client.update_url
+    message = str(exc)
+    role = _role_of(message)
+    if isinstance(exc, exceptions.ExpiredMetadataError) and role:
+        since = _expires_of(client, role)
+        when = f" since {since}" if since else ""
+        return f"{role}.json from {url} has expired{when}; re-sign it with `{_FIXES[role]}`"
+    if isinstance(exc, exceptions.BadVersionNumberError):
+        return (
+            f"rollback refused: {message} ({url} serves older metadata than this machine already "
+            "trusted: a stale mirror or restored backup; re-sign with `orbit-packager updates "
+            "timestamp` until the version passes the old one)"
+        )
+    if isinstance(exc, exceptions.UnsignedMetadataError):
+        return f"bad signature from {url}: {message} (threshold not met; wrong --update-roots?)"
+    if isinstance(exc, exceptions.DownloadLengthMismatchError):
+        what = target or role or "a file"
+        return f"{what} from {url} is longer than its metadata allows: {message}"
+    if isinstance(exc, exceptions.LengthOrHashMismatchError):
+        what = f"target {target}" if target else f"{role}.json" if role else "a file"
+        return f"{what} from {url} does not match its TUF metadata (tampered?): {message}"
+    if isinstance(exc, exceptions.DownloadHTTPError):
+        hint = " (missing files must answer 404, not 403)" if exc.status_code == 403 else ""
+        return f"{message}{hint}"
+    if isinstance(exc, exceptions.SlowRetrievalError):
+        return f"{url} is too slow or stalled: {message}"
+    if isinstance(exc, DeserializationError | exceptions.RepositoryError):
+        offset = _non_utc(client)
+        if offset:
+            return offset
+        return f"metadata from {url} is not valid: {message}"
+    return f"download from {url} failed: {message}"
+
+
+def _non_utc(client: UpdateClient) -> str | None:
+    for name, body in client.http.last_body.items():
+        try:
+            expires = json.loads(body)["signed"]["expires"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        if isinstance(expires, str) and not expires.endswith("Z"):
+            role = name.removesuffix(".json")
+            fix = _FIXES.get(role, "orbit-packager updates timestamp")
+            return (
+                f"{name} from {client.update_url} has expires {expires!r} with a time-zone offset "
+                f"(fleetctl run on a machine not set to UTC), which TUF clients reject; re-sign it "
+                f"with `{fix}` (or fleetctl with TZ=UTC)"
+            )
+    return None

@@ -1,0 +1,135 @@
+"""HTTP for the TUF client: requests with custom CA, client certificates, proxies from the
+environment, connect/read timeouts, bounded retries with backoff, and a User-Agent.
+
+python-tuf's default fetcher (urllib3) takes neither a client certificate nor a CA bundle per
+repository, so ngclient gets this small FetcherInterface implementation instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+from requests.adapters import HTTPAdapter
+from tuf.api import exceptions
+from tuf.ngclient import FetcherInterface
+from urllib3.util.retry import Retry
+
+from packager import __version__
+
+CHUNK = 256 * 1024
+USER_AGENT = f"orbit-packager/{__version__}"
+
+
+@dataclass(frozen=True)
+class HttpOptions:
+    ca_bundle: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    retries: int = 3
+    backoff: float = 0.5
+
+
+ProgressHook = Callable[[str, int], None]  # (url, bytes in this chunk)
+
+
+class RequestsFetcher(FetcherInterface):
+    """ngclient fetcher on a requests session; remembers small metadata bodies for errors."""
+
+    def __init__(self, options: HttpOptions | None = None) -> None:
+        self.options = options or HttpOptions()
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = USER_AGENT
+        retry = Retry(
+            total=self.options.retries,
+            connect=self.options.retries,
+            read=0,  # a stalled read is a slow-retrieval attack or outage: fail, don't loop
+            status=self.options.retries,
+            status_forcelist=(500, 502, 503, 504),
+            allowed_methods=frozenset({"GET"}),
+            backoff_factor=self.options.backoff,
+            raise_on_status=False,
+        )
+        adapter = HTTPAdapter(max_retries=retry)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        if self.options.ca_bundle:
+            self.session.verify = str(self.options.ca_bundle)
+        if self.options.client_cert:
+            key = self.options.client_key
+            self.session.cert = (
+                (str(self.options.client_cert), str(key)) if key else str(self.options.client_cert)
+            )
+        self.progress: ProgressHook | None = None
+        self.bytes_received = 0
+        self.last_body: dict[str, bytes] = {}
+
+    def _fetch(self, url: str) -> Iterator[bytes]:
+        try:
+            response = self.session.get(
+                url,
+                stream=True,
+                timeout=(self.options.connect_timeout, self.options.read_timeout),
+            )
+        except requests.exceptions.SSLError as exc:
+            raise TlsError(url, exc) from None
+        except requests.exceptions.ConnectionError as exc:
+            raise ConnectError(url, exc) from None
+        except requests.exceptions.Timeout:
+            raise exceptions.SlowRetrievalError(f"timed out connecting to {url}") from None
+        if response.status_code >= 400:
+            response.close()
+            raise exceptions.DownloadHTTPError(
+                f"HTTP {response.status_code} for {url}", response.status_code
+            )
+        return self._chunks(url, response)
+
+    def _chunks(self, url: str, response: requests.Response) -> Iterator[bytes]:
+        name = url.rsplit("/", 1)[-1]
+        keep = name.endswith(".json")
+        body = bytearray()
+        try:
+            for chunk in response.iter_content(CHUNK):
+                self.bytes_received += len(chunk)
+                if self.progress is not None:
+                    self.progress(url, len(chunk))
+                if keep and len(body) < 5_000_000:
+                    body += chunk
+                yield chunk
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+            if "timed out" in str(exc).lower() or isinstance(exc, requests.exceptions.Timeout):
+                raise exceptions.SlowRetrievalError(
+                    f"no data from {url} for {self.options.read_timeout:g}s"
+                ) from None
+            raise ConnectError(url, exc) from None
+        finally:
+            response.close()
+        if keep:
+            self.last_body[name] = bytes(body)
+
+
+class ConnectError(exceptions.DownloadError):
+    def __init__(self, url: str, cause: Exception) -> None:
+        reason = "connection refused" if "refused" in str(cause).lower() else "cannot connect"
+        super().__init__(f"{reason}: {url}")
+        self.url = url
+
+
+class TlsError(exceptions.DownloadError):
+    def __init__(self, url: str, cause: Exception) -> None:
+        text = str(cause)
+        if "CERTIFICATE_VERIFY_FAILED" in text:
+            reason = "the server certificate is not trusted (pass --update-tls-certificate)"
+        elif "certificate required" in text.lower() or "alert" in text.lower():
+            reason = (
+                "the server requires a client certificate "
+                "(pass --update-tls-client-certificate and --update-tls-client-key)"
+            )
+        else:
+            reason = "TLS handshake failed"
+        super().__init__(f"TLS error for {url}: {reason}")
+        self.url = url
