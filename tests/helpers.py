@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import http.server
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -149,3 +151,62 @@ def add_target(
         "--platform", platform, "--version", version, *tag_args,
         env=TEST_PASSPHRASES if env is None else env,
     )  # fmt: skip
+
+
+class FaultServer:
+    """A real HTTP server on 127.0.0.1 serving a directory, counting bytes per path, with
+    optional faults per path: "stall" (headers, then silence), "endless" (never-ending body),
+    "500-once" (one 500, then normal), or an HTTP status code."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.faults: dict[str, str | int] = {}
+        self.bytes_served: collections.Counter[str] = collections.Counter()
+        self.requests: collections.Counter[str] = collections.Counter()
+        owner = self
+
+        class Handler(_QuietHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                owner.requests[path] += 1
+                fault = owner.faults.get(path)
+                if fault == "500-once":
+                    del owner.faults[path]
+                    self.send_error(500)
+                    return
+                if isinstance(fault, int):
+                    self.send_error(fault)
+                    return
+                if fault in ("stall", "endless"):
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/octet-stream")
+                    self.end_headers()
+                    if fault == "stall":
+                        time.sleep(5)
+                        return
+                    chunk = b"A" * 65536
+                    with contextlib.suppress(OSError):
+                        for _ in range(2000):  # bounded: 128 MiB at most
+                            self.wfile.write(chunk)
+                            owner.bytes_served[path] += len(chunk)
+                    return
+                super().do_GET()
+
+            def copyfile(self, source, outputfile) -> None:
+                data = source.read()
+                owner.bytes_served[self.path] += len(data)
+                outputfile.write(data)
+
+        self._server = http.server.ThreadingHTTPServer(
+            ("127.0.0.1", 0), partial(Handler, directory=str(directory))
+        )
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def target_bytes(self) -> int:
+        return sum(n for p, n in self.bytes_served.items() if p.startswith("/targets/"))
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -102,10 +102,13 @@ class _OfflineFetcher(FetcherInterface):
             return iter([local.read_bytes()])
         if name.endswith(".root.json"):  # no newer root known offline
             raise exceptions.DownloadHTTPError("offline", 404)
-        raise FetchError(
-            f"--offline: {name} is not in the cache",
-            hint="run once without --offline to fill the cache",
+        raise NotCachedError(
+            f"--offline: {name} is not in the cache (run once without --offline to fill it)"
         )
+
+
+class NotCachedError(exceptions.DownloadError):
+    """Offline, and the cache does not hold what is needed."""
 
 
 class UpdateClient:
@@ -321,6 +324,8 @@ def explain(exc: Exception, client: UpdateClient, target: str | None) -> str:
     """One line naming what failed, why, and what fixes it."""
     url = client.update_url
     message = str(exc)
+    if isinstance(exc, NotCachedError):
+        return message
     role = _role_of(message)
     if isinstance(exc, exceptions.ExpiredMetadataError) and role:
         since = _expires_of(client, role)
@@ -338,8 +343,11 @@ def explain(exc: Exception, client: UpdateClient, target: str | None) -> str:
         what = target or role or "a file"
         return f"{what} from {url} is longer than its metadata allows: {message}"
     if isinstance(exc, exceptions.LengthOrHashMismatchError):
-        what = f"target {target}" if target else f"{role}.json" if role else "a file"
-        return f"{what} from {url} does not match its TUF metadata (tampered?): {message}"
+        what = f"target {target}" if target else client.http.last_name or "a file"
+        return (
+            f"{what} from {url} does not match its TUF metadata "
+            "(hash or length differs: tampered, corrupted or half-synced)"
+        )
     if isinstance(exc, exceptions.DownloadHTTPError):
         hint = " (missing files must answer 404, not 403)" if exc.status_code == 403 else ""
         return f"{message}{hint}"

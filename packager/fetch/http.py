@@ -67,8 +67,10 @@ class RequestsFetcher(FetcherInterface):
         self.progress: ProgressHook | None = None
         self.bytes_received = 0
         self.last_body: dict[str, bytes] = {}
+        self.last_name = ""
 
     def _fetch(self, url: str) -> Iterator[bytes]:
+        self.last_name = url.rsplit("/", 1)[-1]
         try:
             response = self.session.get(
                 url,
