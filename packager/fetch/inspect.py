@@ -85,7 +85,7 @@ def _pe_version(pe: lief.PE.Binary) -> str | None:
 
 
 def require_executable(path: Path, target: str, os_name: str, archs: list[str]) -> BinaryInfo:
-    """Check ``path`` (the TUF target ``target``) runs on ``os_name`` for every arch in ``archs``."""
+    """Check ``path`` (TUF target ``target``) is an ``os_name`` executable for all ``archs``."""
     info = inspect_binary(path)
     wanted_format = _FORMAT[os_name]
     wanted_cpus = {_CPU[wanted_format][a] for a in archs}
