@@ -10,8 +10,9 @@ as ``name platform file``:
 * msi: ``orbit windows[-arm64] orbit.exe``; ``osqueryd windows[-arm64] osqueryd.exe``;
   ``desktop windows[-arm64] fleet-desktop.exe``
 
-Desktop only with ``--fleet-desktop``. Each lands at ``<orbit root>/bin/<name>/<platform>/<channel>/<file>``; archives are extracted
-next to themselves and kept, as Orbit expects.
+Desktop only with ``--fleet-desktop``. Each lands at
+``<orbit root>/bin/<name>/<platform>/<channel>/<file>``; archives are extracted next to
+themselves and kept, as Orbit expects.
 """
 
 from __future__ import annotations
