@@ -9,6 +9,7 @@ import http.server
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -158,17 +159,19 @@ class FaultServer:
     optional faults per path: "stall" (headers, then silence), "endless" (never-ending body),
     "500-once" (one 500, then normal), or an HTTP status code."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, tls: ssl.SSLContext | None = None) -> None:
         self.directory = directory
         self.faults: dict[str, str | int] = {}
         self.bytes_served: collections.Counter[str] = collections.Counter()
         self.requests: collections.Counter[str] = collections.Counter()
+        self.user_agents: set[str] = set()
         owner = self
 
         class Handler(_QuietHandler):
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 owner.requests[path] += 1
+                owner.user_agents.add(self.headers.get("User-Agent", ""))
                 fault = owner.faults.get(path)
                 if fault == "500-once":
                     del owner.faults[path]
@@ -201,7 +204,12 @@ class FaultServer:
             ("127.0.0.1", 0), partial(Handler, directory=str(directory))
         )
         self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        scheme = "http"
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+            self._server.handle_error = lambda *_: None  # type: ignore[method-assign]
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     def target_bytes(self) -> int:

@@ -99,6 +99,23 @@ def test_fetch_ok_and_version(server: FaultServer, repo: Path, tmp_path: Path) -
         info = client.fetch("orbit/linux/stable/orbit", tmp_path / "orbit")
     assert (tmp_path / "orbit").read_bytes() == ORBIT
     assert info.unrecognized_fields["custom"]["version"] == "1.0.0"
+    from packager import __version__
+
+    assert server.user_agents == {f"orbit-packager/{__version__}"}
+
+
+def test_embedded_fleet_root() -> None:
+    """Fleet's public root (go-tuf signed, v6) is the default trust anchor for Fleet's server."""
+    from tuf.api.metadata import Root
+
+    from packager.fetch.client import FLEET_UPDATE_URL, load_trusted_root
+    from packager.repo.metadata import parse
+
+    raw = load_trusted_root(FLEET_UPDATE_URL, None)
+    loaded = parse(raw, "root", "embedded root")
+    root: Root = loaded.md.signed
+    assert root.version == 6 and len(root.keys) == 14
+    root.verify_delegate("root", loaded.signed_canonical, loaded.md.signatures)
 
 
 def test_tampered_target_same_length(server: FaultServer, repo: Path, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ repository, so ngclient gets this small FetcherInterface implementation instead.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,11 +58,14 @@ class RequestsFetcher(FetcherInterface):
         adapter = HTTPAdapter(max_retries=retry)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
-        if self.options.ca_bundle:
-            self.session.verify = str(self.options.ca_bundle)
+        # Passed per request, not set on the session: requests lets REQUESTS_CA_BUNDLE and
+        # CURL_CA_BUNDLE from the environment override Session.verify, which would silently
+        # ignore --update-tls-certificate on machines that set them.
+        self._verify: str | bool = str(self.options.ca_bundle) if self.options.ca_bundle else True
+        self._cert: tuple[str, str] | str | None = None
         if self.options.client_cert:
             key = self.options.client_key
-            self.session.cert = (
+            self._cert = (
                 (str(self.options.client_cert), str(key)) if key else str(self.options.client_cert)
             )
         self.progress: ProgressHook | None = None
@@ -76,10 +80,14 @@ class RequestsFetcher(FetcherInterface):
                 url,
                 stream=True,
                 timeout=(self.options.connect_timeout, self.options.read_timeout),
+                verify=self._verify,
+                cert=self._cert,
             )
         except requests.exceptions.SSLError as exc:
-            raise TlsError(url, exc) from None
+            raise TlsError(url, exc, has_client_cert=self._cert is not None) from None
         except requests.exceptions.ConnectionError as exc:
+            if "SSL" in str(exc):
+                raise TlsError(url, exc, has_client_cert=self._cert is not None) from None
             raise ConnectError(url, exc) from None
         except requests.exceptions.Timeout:
             raise exceptions.SlowRetrievalError(f"timed out connecting to {url}") from None
@@ -122,16 +130,20 @@ class ConnectError(exceptions.DownloadError):
 
 
 class TlsError(exceptions.DownloadError):
-    def __init__(self, url: str, cause: Exception) -> None:
+    def __init__(self, url: str, cause: Exception, *, has_client_cert: bool = False) -> None:
         text = str(cause)
+        # With TLS 1.3 a server that wants a client certificate rejects it after the
+        # handshake; the client sees the alert, or just the connection closing (EOF).
+        dropped = "EOF occurred" in text or "reset by peer" in text.lower()
         if "CERTIFICATE_VERIFY_FAILED" in text:
             reason = "the server certificate is not trusted (pass --update-tls-certificate)"
-        elif "certificate required" in text.lower() or "alert" in text.lower():
+        elif "CERTIFICATE_REQUIRED" in text or (dropped and not has_client_cert):
             reason = (
-                "the server requires a client certificate "
+                "the server closed the connection: it requires a client certificate "
                 "(pass --update-tls-client-certificate and --update-tls-client-key)"
             )
         else:
-            reason = "TLS handshake failed"
+            token = re.search(r"\[SSL: ([A-Z0-9_]+)\]", text)
+            reason = f"TLS handshake failed ({token.group(1) if token else type(cause).__name__})"
         super().__init__(f"TLS error for {url}: {reason}")
         self.url = url
