@@ -15,8 +15,16 @@ import click
 
 from packager import __version__
 from packager.errors import EXIT_CHECK_FAILED, EXIT_OK, PackagerError, UsageError
-from packager.fetch.client import EXIT_FETCH, FLEET_UPDATE_URL, UpdateClient, load_trusted_root
+from packager.fetch.client import (
+    EXIT_FETCH,
+    FLEET_UPDATE_URL,
+    UpdateClient,
+    default_cache_dir,
+    load_trusted_root,
+)
 from packager.fetch.http import HttpOptions
+from packager.fetch.progress import download_progress
+from packager.fetch.targets import TargetSelection, fetch_into_directory, installer_version
 from packager.fetch.verify import render_text as render_verify
 from packager.fetch.verify import verify_repository
 from packager.repo.durations import parse_duration
@@ -256,6 +264,34 @@ def update_server_options(f: F) -> F:
     return f
 
 
+def cache_options(f: F) -> F:
+    options = [
+        click.option(
+            "--cache-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            envvar="ORBIT_PACKAGER_CACHE_DIR",
+            help="Verified download cache (default: $XDG_CACHE_HOME/orbit-packager).",
+        ),
+        click.option("--no-cache", is_flag=True, help="Use a temporary cache, removed after."),
+        click.option(
+            "--offline",
+            is_flag=True,
+            help="Use only cached metadata and targets (still fully verified).",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _cache_dir(cache_dir: Path | None, no_cache: bool, offline: bool) -> Path | None:
+    if no_cache and (cache_dir or offline):
+        raise UsageError("--no-cache cannot be combined with --cache-dir or --offline")
+    if no_cache:
+        return None
+    return cache_dir or default_cache_dir()
+
+
 def _http_options(
     update_tls_certificate: Path | None,
     update_tls_client_certificate: Path | None,
@@ -303,9 +339,16 @@ def verify(
         update_tls_certificate, update_tls_client_certificate, update_tls_client_key
     )
     root = load_trusted_root(update_url, update_roots)
-    with UpdateClient(update_url, root, cache_dir=None, http=http) as client:
+    with (
+        UpdateClient(update_url, root, cache_dir=None, http=http) as client,
+        download_progress(client.http),
+    ):
         report = verify_repository(
-            client, patterns=list(patterns), warn=warn, now=utcnow(), download_dir=download_dir
+            client,
+            patterns=list(patterns),
+            warn=warn,
+            now=utcnow(),
+            download_dir=download_dir,
         )
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2, sort_keys=True))
@@ -314,6 +357,94 @@ def verify(
     if report.failures:
         sys.exit(EXIT_FETCH)
     sys.exit(EXIT_OK if not report.problems else EXIT_CHECK_FAILED)
+
+
+@cli.command()
+@click.option(
+    "--type",
+    "package_type",
+    required=True,
+    type=click.Choice(["deb", "rpm", "pkg", "msi"]),
+    help="Installer type whose targets to fetch.",
+)
+@click.option(
+    "--arch",
+    type=click.Choice(["amd64", "arm64", "universal"]),
+    help="CPU architecture (default amd64; universal for pkg).",
+)
+@click.option("--fleet-desktop", is_flag=True, help="Also fetch Fleet Desktop.")
+@click.option("--orbit-channel", default="stable", show_default=True, help="Orbit channel.")
+@click.option("--osqueryd-channel", default="stable", show_default=True, help="osqueryd channel.")
+@click.option("--desktop-channel", default="stable", show_default=True, help="Desktop channel.")
+@update_server_options
+@cache_options
+@click.option(
+    "--outdir",
+    type=click.Path(file_okay=True, path_type=Path),
+    default=Path("orbit-targets"),
+    show_default=True,
+    help="New directory to create (Orbit root layout: bin/<name>/<platform>/<channel>/<file>).",
+)
+@json_option
+def fetch(
+    package_type: str,
+    arch: str | None,
+    fleet_desktop: bool,
+    orbit_channel: str,
+    osqueryd_channel: str,
+    desktop_channel: str,
+    update_url: str,
+    update_roots: str | None,
+    update_tls_certificate: Path | None,
+    update_tls_client_certificate: Path | None,
+    update_tls_client_key: Path | None,
+    cache_dir: Path | None,
+    no_cache: bool,
+    offline: bool,
+    outdir: Path,
+    as_json: bool,
+) -> None:
+    """Fetch and verify the agent targets an installer embeds, through TUF, without running
+    them. Fills the cache, so a later build can run with --offline."""
+    selection = TargetSelection(
+        package_type,
+        arch or ("universal" if package_type == "pkg" else "amd64"),
+        orbit_channel,
+        osqueryd_channel,
+        desktop_channel,
+        fleet_desktop,
+    )
+    http = _http_options(
+        update_tls_certificate, update_tls_client_certificate, update_tls_client_key
+    )
+    root = load_trusted_root(update_url, update_roots)
+    cache = _cache_dir(cache_dir, no_cache, offline)
+    with UpdateClient(update_url, root, cache_dir=cache, http=http, offline=offline) as client:
+        with download_progress(client.http):
+            fetched = fetch_into_directory(client, selection, outdir)
+        version = installer_version(fetched)
+    summary = {
+        "outdir": str(outdir),
+        "version": version,
+        "targets": [
+            {
+                "path": f.spec.path,
+                "file": str(f.local_path),
+                "length": f.info.length,
+                "hashes": f.info.hashes,
+                "version": f.version,
+                "binary": f.binary.describe(),
+                "pe_version": f.binary.version,
+            }
+            for f in fetched
+        ],
+    }
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, sort_keys=True))
+    else:
+        for f in fetched:
+            click.echo(f"{f.spec.path}  {f.version or '?'}  {f.binary.describe()}")
+        click.echo(f"orbit version {version}; targets in {outdir}")
 
 
 def main(argv: list[str] | None = None) -> None:

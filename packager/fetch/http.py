@@ -35,7 +35,7 @@ class HttpOptions:
     backoff: float = 0.5
 
 
-ProgressHook = Callable[[str, int], None]  # (url, bytes in this chunk)
+ProgressHook = Callable[[str, int, int | None], None]  # (url, chunk bytes, total or None)
 
 
 class RequestsFetcher(FetcherInterface):
@@ -96,9 +96,11 @@ class RequestsFetcher(FetcherInterface):
             raise exceptions.DownloadHTTPError(
                 f"HTTP {response.status_code} for {url}", response.status_code
             )
-        return self._chunks(url, response)
+        length = response.headers.get("Content-Length")
+        total = int(length) if length and length.isdigit() else None
+        return self._chunks(url, response, total)
 
-    def _chunks(self, url: str, response: requests.Response) -> Iterator[bytes]:
+    def _chunks(self, url: str, response: requests.Response, total: int | None) -> Iterator[bytes]:
         name = url.rsplit("/", 1)[-1]
         keep = name.endswith(".json")
         body = bytearray()
@@ -106,7 +108,7 @@ class RequestsFetcher(FetcherInterface):
             for chunk in response.iter_content(CHUNK):
                 self.bytes_received += len(chunk)
                 if self.progress is not None:
-                    self.progress(url, len(chunk))
+                    self.progress(url, len(chunk), total)
                 if keep and len(body) < 5_000_000:
                     body += chunk
                 yield chunk

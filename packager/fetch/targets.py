@@ -17,6 +17,8 @@ themselves and kept, as Orbit expects.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -169,3 +171,26 @@ def installer_version(fetched: list[FetchedTarget]) -> str:
             hint="publish it with `orbit-packager updates add --version ...`",
         )
     return orbit.version
+
+
+def fetch_into_directory(
+    client: UpdateClient, sel: TargetSelection, outdir: Path
+) -> list[FetchedTarget]:
+    """Fetch the targets into a new directory ``outdir`` (an Orbit root layout), atomically:
+    they are assembled in a private sibling directory, renamed into place only on success."""
+    if outdir.exists() and (not outdir.is_dir() or any(outdir.iterdir())):
+        raise UsageError(f"{outdir} already exists", hint="remove it or choose another --outdir")
+    outdir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
+    try:
+        fetched = fetch_agent_targets(client, sel, staging)
+        staging.chmod(0o755)
+        if outdir.exists():
+            outdir.rmdir()
+        staging.rename(outdir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    for item in fetched:
+        item.local_path = outdir / item.local_path.relative_to(staging)
+    return fetched
