@@ -1,4 +1,5 @@
-"""`make demo`: the update-repository commands end to end, then a real TUF client reads the result.
+"""`make demo`: the update-repository commands end to end, then `verify` and `fetch` read the
+result over HTTP through TUF, trusting only the first root.
 
 Everything happens in a private temporary directory that is removed at the end; passphrases are
 demo-only values passed through the FLEET_*_PASSPHRASE variables, exactly as in CI.
@@ -6,9 +7,7 @@ demo-only values passed through the FLEET_*_PASSPHRASE variables, exactly as in 
 
 from __future__ import annotations
 
-import hashlib
 import http.server
-import json
 import os
 import shlex
 import subprocess
@@ -18,8 +17,8 @@ import threading
 from functools import partial
 from pathlib import Path
 
-from tuf.ngclient import Updater
-
+ROOT = Path(__file__).resolve().parent.parent
+EXECUTABLES = ROOT / "fixtures" / "executables"
 DEMO_PASSPHRASES = {
     "FLEET_ROOT_PASSPHRASE": "demo-root",
     "FLEET_TARGETS_PASSPHRASE": "demo-targets",
@@ -28,12 +27,12 @@ DEMO_PASSPHRASES = {
 }
 
 
-def run(*args: str) -> str:
-    shown = " ".join(shlex.quote(a) for a in args)
+def run(*args: str | Path, ok: tuple[int, ...] = (0,)) -> str:
+    shown = " ".join(shlex.quote(str(a)) for a in args)
     print(f"\n$ orbit-packager {shown}", flush=True)
     env = {**os.environ, **DEMO_PASSPHRASES}
     proc = subprocess.run(
-        [sys.executable, "-m", "packager", *args],
+        [sys.executable, "-m", "packager", *map(str, args)],
         env=env,
         capture_output=True,
         text=True,
@@ -41,7 +40,7 @@ def run(*args: str) -> str:
     )
     sys.stdout.write(proc.stdout)
     sys.stderr.write(proc.stderr)
-    if proc.returncode not in (0, 1):  # status exits 1 on a warning, which the demo shows
+    if proc.returncode not in ok:
         raise SystemExit(f"demo: command failed with exit code {proc.returncode}")
     return proc.stdout
 
@@ -51,91 +50,38 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def client_check(repository: Path, root_v1: bytes, work: Path) -> None:
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), partial(_Quiet, directory=str(repository))
-    )
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
-        md, tg = work / "client-metadata", work / "client-targets"
-        md.mkdir()
-        tg.mkdir()
-        print(f"\n# python-tuf client, trusting only root v1, reads {url}")
-        updater = Updater(str(md), url + "/", str(tg), url + "/targets/", bootstrap=root_v1)
-        updater.refresh()
-        listed = json.loads((md / "targets.json").read_bytes())["signed"]["targets"]
-        for path in sorted(listed):
-            info = updater.get_targetinfo(path)
-            if info is None:
-                raise SystemExit(f"demo: {path} vanished from targets")
-            local = updater.download_target(
-                info, str(tg / hashlib.sha256(path.encode()).hexdigest())
-            )
-            size = Path(local).stat().st_size
-            print(f"  verified {path} ({size} bytes, sha512 ok)")
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="orbit-packager-demo-") as tmp:
         work = Path(tmp)
         repo = work / "fleet-updates"
-        stand_ins = work / "bin"
-        stand_ins.mkdir()
-        orbit = stand_ins / "orbit"
-        osqueryd = stand_ins / "osqueryd"
-        orbit.write_bytes(b"#!/bin/sh\necho 'orbit stand-in 1.30.0'\n")
-        osqueryd.write_bytes(b"#!/bin/sh\necho 'osqueryd stand-in 5.12.1'\n")
+        run("updates", "init", "--path", repo)
+        for name, platform, exe, version, tags in [
+            ("orbit", "linux", "orbit-linux-x86_64", "1.40.0", ["1.40", "1", "stable"]),
+            ("osqueryd", "linux", "orbit-linux-x86_64", "5.13.1", ["5.13", "stable"]),
+            ("orbit", "windows", "orbit-windows-x86_64.exe", "1.40.0", ["stable"]),
+        ]:
+            tag_args = [a for t in tags for a in ("-t", t)]
+            run("updates", "add", "--path", repo, "--target", EXECUTABLES / exe, "--name", name,
+                "--platform", platform, "--version", version, *tag_args)  # fmt: skip
+        run("updates", "timestamp", "--path", repo)
+        run("updates", "rotate", "targets", "--path", repo)
+        run("updates", "remove", "--path", repo, "orbit/linux/1")
+        run("updates", "status", "--path", repo, "--targets", ok=(0, 1))
 
-        run("updates", "init", "--path", str(repo))
-        root_v1 = (repo / "repository" / "1.root.json").read_bytes()
-        run(
-            "updates",
-            "add",
-            "--path",
-            str(repo),
-            "--target",
-            str(orbit),
-            "--name",
-            "orbit",
-            "--platform",
-            "linux",
-            "--version",
-            "1.30.0",
-            "-t",
-            "1.30",
-            "-t",
-            "1",
-            "-t",
-            "stable",
+        server = http.server.ThreadingHTTPServer(
+            ("127.0.0.1", 0), partial(_Quiet, directory=str(repo / "repository"))
         )
-        run(
-            "updates",
-            "add",
-            "--path",
-            str(repo),
-            "--target",
-            str(osqueryd),
-            "--name",
-            "osqueryd",
-            "--platform",
-            "linux",
-            "--version",
-            "5.12.1",
-            "-t",
-            "5.12",
-            "-t",
-            "stable",
-        )
-        run("updates", "timestamp", "--path", str(repo))
-        run("updates", "rotate", "targets", "--path", str(repo))
-        run("updates", "remove", "--path", str(repo), "orbit/linux/1")
-        run("updates", "status", "--path", str(repo), "--targets")
-        client_check(repo / "repository", root_v1, work)
-        print("\ndemo: the repository stayed valid for a TUF client through every command.")
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        roots = repo / "repository" / "1.root.json"  # trust only the first root
+        try:
+            run("verify", "--update-url", url, "--update-roots", roots)
+            run("fetch", "--type", "deb", "--update-url", url, "--update-roots", roots,
+                "--no-cache", "--outdir", work / "deb-targets")  # fmt: skip
+        finally:
+            server.shutdown()
+            server.server_close()
+        print("\ndemo: the repository stayed valid for TUF clients through every command.")
 
 
 if __name__ == "__main__":

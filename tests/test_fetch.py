@@ -361,3 +361,15 @@ def test_gotuf_fixture_served(tmp_path: Path) -> None:
     finally:
         srv.close()
     assert shutil.which("true")  # sanity: nothing above executed the downloaded program
+
+
+def test_expired_root(server: FaultServer, repo: Path, tmp_path: Path) -> None:
+    _lib(repo, root=timedelta(seconds=1)).rotate("root")
+    time.sleep(2.1)
+    _refused(server, repo, tmp_path, "root.json", "has expired since 20", "updates rotate root")
+
+
+def test_persistent_server_error(server: FaultServer, repo: Path, tmp_path: Path) -> None:
+    server.faults["/timestamp.json"] = 503
+    _refused(server, repo, tmp_path, "HTTP 503")
+    assert server.requests["/timestamp.json"] == 3  # first try + 2 bounded retries
