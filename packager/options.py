@@ -1,0 +1,255 @@
+"""The validated build request for ``package``: one dataclass, every flag rule in one place.
+
+Checks run in ``fleetctl package``'s order with its messages, so scripts that parse them keep
+working, then ours (URL shape, characters a value may hold, ...). All of it happens before any
+download. The enroll secret never appears in ``repr`` or in any error message.
+"""
+
+from __future__ import annotations
+
+import ntpath
+import re
+from dataclasses import dataclass, field, fields
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from packager.errors import UsageError
+from packager.fetch.client import FLEET_UPDATE_URL
+from packager.repo.naming import check_component
+
+PACKAGE_TYPES = ("deb", "rpm", "pkg", "msi")
+LINUX_TYPES = ("deb", "rpm")
+COMPRESSIONS = {
+    "deb": ("gzip", "xz", "zstd", "none"),
+    "rpm": ("gzip", "xz", "zstd", "lzma"),
+}
+DEFAULT_COMPRESSION = {"deb": "gzip", "rpm": "gzip"}  # older dpkg cannot read zstd debs
+_LOOSE_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_HOST_PORT = re.compile(r"[A-Za-z0-9.\-\[\]:]+")
+
+
+def _control_chars(value: str) -> bool:
+    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)
+
+
+def check_value(value: str, flag: str) -> str:
+    """A value that ends up in config files: printable, valid UTF-8, bounded."""
+    if _control_chars(value):
+        raise UsageError(f"{flag} must not contain newlines or other control characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"{flag} is not valid UTF-8") from None
+    if len(value) > 4096:
+        raise UsageError(f"{flag} is longer than 4096 characters")
+    return value
+
+
+def go_duration(delta: timedelta) -> str:
+    """Render like Go's time.Duration.String() (what fleetctl writes): 15m -> ``15m0s``."""
+    total = delta.total_seconds()
+    if total == 0:
+        return "0s"
+    whole = int(total)
+    frac = round(total - whole, 9)
+    hours, rest = divmod(whole, 3600)
+    minutes, seconds = divmod(rest, 60)
+    sec = f"{seconds + frac:.9f}".rstrip("0").rstrip(".") if frac else str(seconds)
+    if hours:
+        return f"{hours}h{minutes}m{sec}s"
+    if minutes:
+        return f"{minutes}m{sec}s"
+    return f"{sec}s"
+
+
+def _check_pem_file(path: Path, what: str) -> None:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"failed to read {what} {str(path)!r}: {exc.strerror}") from None
+    if b"-----BEGIN " not in data:
+        raise UsageError(f"failed to read {what} {str(path)!r}: invalid PEM file")
+
+
+def _check_key_pair(cert: Path, key: Path, which: str) -> None:
+    try:
+        certificate = x509.load_pem_x509_certificate(cert.read_bytes())
+        private = serialization.load_pem_private_key(key.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not a PEM certificate and key"
+        raise UsageError(f"error loading {which} client certificate and key: {reason}") from None
+    public = serialization.PublicFormat.SubjectPublicKeyInfo
+    enc = serialization.Encoding.DER
+    if certificate.public_key().public_bytes(enc, public) != private.public_key().public_bytes(
+        enc, public
+    ):
+        raise UsageError(
+            f"error loading {which} client certificate and key: private key does not match "
+            "public key"
+        )
+
+
+@dataclass
+class BuildRequest:
+    """Everything ``package`` needs, validated. Field names follow fleetctl's flags."""
+
+    type: str
+    arch: str | None = None
+    fleet_url: str = ""
+    enroll_secret: str = field(default="", repr=False)
+    fleet_certificate: Path | None = None
+    insecure: bool = False
+    update_url: str = FLEET_UPDATE_URL
+    update_roots: str | None = field(default=None, repr=False)
+    update_tls_certificate: Path | None = None
+    update_tls_client_certificate: Path | None = None
+    update_tls_client_key: Path | None = None
+    fleet_tls_client_certificate: Path | None = None
+    fleet_tls_client_key: Path | None = None
+    orbit_channel: str = "stable"
+    osqueryd_channel: str = "stable"
+    desktop_channel: str = "stable"
+    fleet_desktop: bool = False
+    fleet_desktop_alternative_browser_host: str = ""
+    update_interval: timedelta = timedelta(minutes=15)
+    disable_updates: bool = False
+    service: bool = True
+    debug: bool = False
+    enable_scripts: bool = False
+    host_identifier: str = "uuid"
+    end_user_email: str = ""
+    osquery_db: str = ""
+    osquery_flagfile: Path | None = None
+    disable_setup_experience: bool = False
+    bypass_end_user_auth: bool = False
+    identifier: str = "com.fleetdm.orbit"
+    use_system_configuration: bool = False
+    disable_keystore: bool = False
+    outfile: Path | None = None
+    compression: str | None = None
+    cache_dir: Path | None = None
+    no_cache: bool = False
+    offline: bool = False
+    verbose: bool = False
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # fleetctl's checks, in its order and words (reference fleet-packaging.md 1.1), then ours.
+    def validate(self) -> None:
+        if self.type not in PACKAGE_TYPES:
+            raise UsageError(f"type must be one of ({', '.join(repr(t) for t in PACKAGE_TYPES)})")
+        if bool(self.fleet_url) != bool(self.enroll_secret):
+            raise UsageError("--enroll-secret and --fleet-url must be provided together")
+        if self.insecure and self.fleet_certificate:
+            raise UsageError("--insecure and --fleet-certificate may not be provided together")
+        if self.insecure and self.update_tls_certificate:
+            raise UsageError("--insecure and --update-tls-certificate may not be provided together")
+        if self.host_identifier not in ("uuid", "instance"):
+            raise UsageError(
+                f"--host-identifier={self.host_identifier} is not supported, currently "
+                "supported values are 'uuid' and 'instance'"
+            )
+        if bool(self.fleet_tls_client_certificate) != bool(self.fleet_tls_client_key):
+            raise UsageError(
+                "must specify both fleet-tls-client-certificate and fleet-tls-client-key"
+            )
+        if self.fleet_tls_client_certificate and self.fleet_tls_client_key:
+            _check_key_pair(self.fleet_tls_client_certificate, self.fleet_tls_client_key, "fleet")
+        if bool(self.update_tls_client_certificate) != bool(self.update_tls_client_key):
+            raise UsageError(
+                "must specify both update-tls-client-certificate and update-tls-client-key"
+            )
+        if self.update_tls_client_certificate and self.update_tls_client_key:
+            _check_key_pair(
+                self.update_tls_client_certificate, self.update_tls_client_key, "update"
+            )
+        if self.osquery_db:
+            absolute = (
+                ntpath.isabs(self.osquery_db)
+                if self.type == "msi"
+                else self.osquery_db.startswith("/")
+            )
+            if not absolute:
+                raise UsageError(f"--osquery-db must be an absolute path: {self.osquery_db!r}")
+        if self.end_user_email:
+            if not _LOOSE_EMAIL.fullmatch(self.end_user_email):
+                raise UsageError("Invalid email address specified for --end-user-email.")
+            if self.type not in ("msi", "deb", "rpm"):
+                raise UsageError(
+                    "Can only set --end-user-email when building an msi, deb, rpm, or "
+                    "pkg.tar.zst package."
+                )
+        if self.fleet_certificate:
+            _check_pem_file(self.fleet_certificate, "fleet server certificate")
+        if self.update_tls_certificate:
+            _check_pem_file(self.update_tls_certificate, "update server certificate")
+        if self.use_system_configuration and self.type != "pkg":
+            raise UsageError("--use-system-configuration is only available for pkg installers")
+        if self.outfile is not None and not str(self.outfile).endswith(f".{self.type}"):
+            raise UsageError(f"output file must end with .{self.type} for {self.type} packages")
+        if self.arch is None:
+            self.arch = "universal" if self.type == "pkg" else "amd64"
+        if self.type == "pkg":
+            if self.arch not in ("universal", "amd64", "arm64"):
+                raise UsageError("arch for pkg must be one of ('universal', 'amd64', 'arm64')")
+        elif self.arch not in ("amd64", "arm64"):
+            raise UsageError("arch must be one of ('amd64', 'arm64')")
+        self._validate_ours()
+
+    def _validate_ours(self) -> None:
+        if self.fleet_url:
+            check_value(self.fleet_url, "--fleet-url")
+            parts = urlsplit(self.fleet_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise UsageError(
+                    f"--fleet-url {self.fleet_url!r} is not an http(s) URL",
+                    hint="e.g. https://fleet.example.com",
+                )
+        if self.enroll_secret:
+            check_value(self.enroll_secret, "--enroll-secret")
+        parts = urlsplit(self.update_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise UsageError(f"--update-url {self.update_url!r} is not an http(s) URL")
+        check_value(self.update_url, "--update-url")
+        for flag, value in (
+            ("--orbit-channel", self.orbit_channel),
+            ("--osqueryd-channel", self.osqueryd_channel),
+            ("--desktop-channel", self.desktop_channel),
+        ):
+            check_component(value, flag)
+        host = self.fleet_desktop_alternative_browser_host
+        if host and not _HOST_PORT.fullmatch(host):
+            raise UsageError("--fleet-desktop-alternative-browser-host must be host[:port]")
+        if self.osquery_db:
+            check_value(self.osquery_db, "--osquery-db")
+        if self.update_interval < timedelta(seconds=1):
+            raise UsageError("--update-interval must be at least 1s")
+        if self.compression is not None:
+            allowed = COMPRESSIONS.get(self.type)
+            if allowed is None:
+                raise UsageError(f"--compression is not supported for {self.type}")
+            if self.compression not in allowed:
+                raise UsageError(
+                    f"--compression for {self.type} must be one of {', '.join(allowed)}"
+                )
+        if self.no_cache and (self.cache_dir or self.offline):
+            raise UsageError("--no-cache cannot be combined with --cache-dir or --offline")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            wants_file = f.name.endswith(("certificate", "key", "flagfile"))
+            if isinstance(value, Path) and wants_file and not value.is_file():
+                flag = "--" + f.name.replace("_", "-")
+                raise UsageError(f"{flag} file {value} does not exist")
+
+    @property
+    def effective_compression(self) -> str:
+        return self.compression or DEFAULT_COMPRESSION.get(self.type, "gzip")
+
+    @property
+    def update_interval_go(self) -> str:
+        return go_duration(self.update_interval)

@@ -1,0 +1,58 @@
+"""Jinja rendering of the installer templates, with one escaping filter per target syntax.
+
+Templates never interpolate raw values: each context has a filter that either produces text the
+consumer parses back to exactly the given value, or refuses the value with a clear error.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import re
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from packager.errors import UsageError
+
+_NEEDS_ESCAPE = re.compile(r'([\\"$`])')
+
+
+def systemd_env(value: object) -> str:
+    """Quote ``value`` for a systemd EnvironmentFile (systemd.exec(5)).
+
+    Inside double quotes systemd unescapes exactly \\ \" \\$ \\` (every version; newer ones keep
+    the backslash before other characters), and CR/LF end the line, so control characters are
+    refused rather than written.
+    """
+    text = str(value)
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        raise UsageError("a value for /etc/default/orbit contains a newline or control character")
+    return '"' + _NEEDS_ESCAPE.sub(r"\\\1", text) + '"'
+
+
+def _templates_dir() -> Path:
+    try:
+        located = Path(str(importlib.resources.files("packager.templates")))
+        if located.is_dir():
+            return located
+    except ModuleNotFoundError:
+        pass
+    return Path(__file__).resolve().parent.parent / "templates"
+
+
+def environment(subdir: str) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(_templates_dir() / subdir)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,  # noqa: S701 - shell and systemd syntax, escaped by explicit filters
+    )
+    env.filters["systemd_env"] = systemd_env
+    return env
+
+
+def render(subdir: str, name: str, **context: Any) -> str:
+    return environment(subdir).get_template(name).render(**context)
