@@ -98,6 +98,7 @@ def cli(
     env: dict[str, str] | None = None,
     check: bool = True,
     timeout: float = 120,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run the real command line in a child process."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
@@ -109,6 +110,7 @@ def cli(
         text=True,
         timeout=timeout,
         check=False,
+        cwd=cwd,
     )
     if check and proc.returncode != 0:
         raise AssertionError(
@@ -218,3 +220,10 @@ class FaultServer:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def demo_repo(dest: Path) -> Path:
+    """A servable copy of fixtures/demo-repo (timestamp freshly re-signed)."""
+    from scripts.make_demo_repo import prepare_demo_repo
+
+    return prepare_demo_repo(dest)

@@ -148,6 +148,7 @@ def fetch_agent_targets(
     for spec in select_targets(sel):
         local = orbit_root / "bin" / spec.path
         info = client.fetch(spec.path, local)
+        local.chmod(0o755)  # as Orbit's own downloads (fleetctl: staging files are 0755)
         extracted: list[str] = []
         executable = local
         if spec.filename.endswith(".tar.gz"):
@@ -155,8 +156,6 @@ def fetch_agent_targets(
             if spec.exec_path is None or not (local.parent / spec.exec_path).is_file():
                 raise FetchError(f"target {spec.path} does not contain {spec.exec_path}")
             executable = local.parent / spec.exec_path
-        else:
-            local.chmod(0o755)
         binary = require_executable(executable, spec.path, sel.os, sel.cpu_archs)
         fetched.append(FetchedTarget(spec, local, info, binary, extracted))
     return fetched

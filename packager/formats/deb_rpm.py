@@ -172,7 +172,9 @@ class LinuxBuilder:
             "section": "admin",
             "priority": "optional",
             "maintainer": "Fleet Device Management <engineering@fleetdm.com>",
-            "description": "Fleet osquery -- runtime and autoupdater",
+            "description": "Fleet osquery -- runtime and autoupdater\n"
+            "Orbit (fleetd) runs osquery and keeps it and itself up to date\n"
+            "through TUF, enrolled in a Fleet server.",
             "vendor": "Fleet Device Management",
             "homepage": "https://fleetdm.com",
             "license": "https://github.com/fleetdm/fleet/blob/main/LICENSE",
