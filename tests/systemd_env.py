@@ -9,7 +9,7 @@ COMMENTS = "#;"
 SHELL_NEED_ESCAPE = '"\\`$'
 
 
-def parse_env_file(text: str) -> dict[str, str]:  # noqa: C901 - mirrors systemd's state machine
+def parse_env_file(text: str) -> dict[str, str]:
     out: dict[str, str] = {}
     state = "PRE_KEY"
     key: list[str] = []

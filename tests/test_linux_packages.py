@@ -190,7 +190,7 @@ def _check_installed(root: Path, server_url: str) -> None:
     for kind, mode, path, link in EXPECTED_TREE:
         p = root / path.lstrip("/")
         if kind == L:
-            assert p.is_symlink() and os.readlink(p) == link, path
+            assert p.is_symlink() and str(p.readlink()) == link, path
         elif kind == D:
             assert p.is_dir() and p.stat().st_mode & 0o777 == mode, path
         else:
@@ -223,7 +223,12 @@ def test_deb_unpacks_into_a_root(built: dict[str, Path], served, tmp_path: Path)
 def test_rpm_installs_into_a_root(built: dict[str, Path], served, tmp_path: Path) -> None:
     root = tmp_path / "root"
     root.mkdir()
-    db = ["--root", root, "--dbpath", "/var/lib/rpm"]  # Debian's rpm defaults to ~/.rpmdb
+    db: list[str | Path] = [
+        "--root",
+        root,
+        "--dbpath",
+        "/var/lib/rpm",
+    ]  # Debian's rpm defaults to ~/.rpmdb
     _run("rpm", *db, "--initdb")
     _run("rpm", *db, "-i", "--nodeps", "--noscripts", built["rpm"])
     _check_installed(root, served[1].url)
@@ -303,9 +308,9 @@ print(json.dumps(seen))
 
 
 def test_bad_values_refused_before_download(served, tmp_path: Path) -> None:
-    repo, server = served
+    server = served[1]
     before = sum(server.requests.values())
-    for extra, message in [
+    cases: list[tuple[list[str | Path], str]] = [
         (["--enroll-secret", "line1\nline2"], "--enroll-secret must not contain newlines"),
         (["--fleet-url", "fleet.example.com"], "is not an http(s) URL"),
         (["--outfile", tmp_path / "x.rpm"], "output file must end with .deb for deb packages"),
@@ -313,10 +318,11 @@ def test_bad_values_refused_before_download(served, tmp_path: Path) -> None:
         (["--osquery-db", "relative/db"], "--osquery-db must be an absolute path"),
         (["--use-system-configuration"], "--use-system-configuration is only available for pkg"),
         (["--compression", "lz4"], "--compression for deb must be one of"),
-    ]:
-        args = [a for a in package_args(served, "--type", "deb") if a not in ()]
-        # replace a flag given twice: click takes the last value
-        out = cli(*args, *extra, check=False, cwd=tmp_path)
+    ]
+    for extra, message in cases:
+        # a flag given twice: click takes the last value
+        args: list[str | Path] = [*package_args(served, "--type", "deb"), *extra]
+        out = cli(*args, check=False, cwd=tmp_path)
         assert out.returncode == 2, (extra, out.stderr)
         assert message in out.stderr, (message, out.stderr)
         assert "line1" not in out.stderr
