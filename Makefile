@@ -23,6 +23,7 @@ typecheck: install
 	$(BIN)/mypy
 
 pytest: install
+	bash scripts/install-system-deps.sh --test
 	$(BIN)/pytest
 
 test: lint typecheck pytest

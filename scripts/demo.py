@@ -1,8 +1,9 @@
-"""`make demo`: the update-repository commands end to end, then `verify` and `fetch` read the
-result over HTTP through TUF, trusting only the first root.
+"""`make demo`: build fleetd installers end to end, with no internet.
 
-Everything happens in a private temporary directory that is removed at the end; passphrases are
-demo-only values passed through the FLEET_*_PASSPHRASE variables, exactly as in CI.
+1. Copy the demo update repository (fixtures/demo-repo, made with our own `updates` commands from
+   the stand-in executables) and re-sign its timestamp with its committed test-only keys.
+2. Serve it on 127.0.0.1 and check it with `verify`, trusting only its first root.
+3. Build every supported installer type from it with `package` into dist/.
 """
 
 from __future__ import annotations
@@ -17,23 +18,22 @@ import threading
 from functools import partial
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from scripts.make_demo_repo import DEMO_PASSPHRASES, prepare_demo_repo
+
 ROOT = Path(__file__).resolve().parent.parent
-EXECUTABLES = ROOT / "fixtures" / "executables"
-DEMO_PASSPHRASES = {
-    "FLEET_ROOT_PASSPHRASE": "demo-root",
-    "FLEET_TARGETS_PASSPHRASE": "demo-targets",
-    "FLEET_SNAPSHOT_PASSPHRASE": "demo-snapshot",
-    "FLEET_TIMESTAMP_PASSPHRASE": "demo-timestamp",
-}
+DIST = ROOT / "dist"
+TYPES = ["deb", "rpm"]
 
 
 def run(*args: str | Path, ok: tuple[int, ...] = (0,)) -> str:
     shown = " ".join(shlex.quote(str(a)) for a in args)
     print(f"\n$ orbit-packager {shown}", flush=True)
-    env = {**os.environ, **DEMO_PASSPHRASES}
     proc = subprocess.run(
         [sys.executable, "-m", "packager", *map(str, args)],
-        env=env,
+        # The secret goes through the environment: command lines are visible to every user.
+        env={**os.environ, **DEMO_PASSPHRASES, "ORBIT_PACKAGER_ENROLL_SECRET": "demo-secret"},
         capture_output=True,
         text=True,
         check=False,
@@ -51,37 +51,34 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 
 
 def main() -> None:
+    DIST.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="orbit-packager-demo-") as tmp:
-        work = Path(tmp)
-        repo = work / "fleet-updates"
-        run("updates", "init", "--path", repo)
-        for name, platform, exe, version, tags in [
-            ("orbit", "linux", "orbit-linux-x86_64", "1.40.0", ["1.40", "1", "stable"]),
-            ("osqueryd", "linux", "orbit-linux-x86_64", "5.13.1", ["5.13", "stable"]),
-            ("orbit", "windows", "orbit-windows-x86_64.exe", "1.40.0", ["stable"]),
-        ]:
-            tag_args = [a for t in tags for a in ("-t", t)]
-            run("updates", "add", "--path", repo, "--target", EXECUTABLES / exe, "--name", name,
-                "--platform", platform, "--version", version, *tag_args)  # fmt: skip
-        run("updates", "timestamp", "--path", repo)
-        run("updates", "rotate", "targets", "--path", repo)
-        run("updates", "remove", "--path", repo, "orbit/linux/1")
-        run("updates", "status", "--path", repo, "--targets", ok=(0, 1))
-
+        repo = prepare_demo_repo(Path(tmp) / "demo-repo")
+        print(f"demo: update repository copied to {repo}, timestamp re-signed")
+        run("updates", "status", "--path", repo, ok=(0, 1))
         server = http.server.ThreadingHTTPServer(
             ("127.0.0.1", 0), partial(_Quiet, directory=str(repo / "repository"))
         )
         threading.Thread(target=server.serve_forever, daemon=True).start()
         url = f"http://127.0.0.1:{server.server_address[1]}"
-        roots = repo / "repository" / "1.root.json"  # trust only the first root
+        roots = repo / "repository" / "1.root.json"
+        built = []
         try:
-            run("verify", "--update-url", url, "--update-roots", roots)
-            run("fetch", "--type", "deb", "--update-url", url, "--update-roots", roots,
-                "--no-cache", "--outdir", work / "deb-targets")  # fmt: skip
+            run("verify", "--update-url", url, "--update-roots", roots, "--warn", "1h")
+            for kind in TYPES:
+                out = run(
+                    "package", "--type", kind, "--fleet-url", "https://fleet.example.com",
+                    "--update-url", url,
+                    "--update-roots", roots, "--fleet-desktop", "--no-cache",
+                    "--outfile", DIST / f"fleet-osquery-demo.{kind}",
+                )  # fmt: skip
+                built.append(out.split()[1])
         finally:
             server.shutdown()
             server.server_close()
-        print("\ndemo: the repository stayed valid for TUF clients through every command.")
+    print("\ndemo: installers built (stand-in agent binaries; for trying the tooling only):")
+    for path in built:
+        print(f"  {path}")
 
 
 if __name__ == "__main__":

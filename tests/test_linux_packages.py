@@ -328,3 +328,146 @@ def test_bad_values_refused_before_download(served, tmp_path: Path) -> None:
         assert "line1" not in out.stderr
     assert sum(server.requests.values()) == before  # validated before any download
     assert list(tmp_path.glob("*.deb")) == []
+
+
+RELOAD = "systemctl daemon-reload"
+ENABLE = "systemctl enable orbit.service"
+RESTART = "systemctl restart orbit.service"
+DISABLE = "systemctl disable --now orbit.service"
+PKILL = "pkill fleet-desktop"
+CLEANUP = (
+    "rm -rf /var/lib/orbit /var/log/orbit /usr/local/bin/orbit /etc/default/orbit "
+    "/usr/lib/systemd/system/orbit.service /opt/orbit"
+)
+SAFE_RESTART = (
+    "systemd-run --on-active=60 --working-directory=/ systemctl restart --no-block orbit.service"
+)
+
+# (scenario, [(package script, arguments)], extra environment, expected calls in order)
+SCRIPT_TABLE: list[tuple[str, list[tuple[str, list[str]]], dict[str, str], list[str]]] = [
+    ("deb install", [("deb:postinst", ["configure"])], {}, [RELOAD, ENABLE, RESTART]),
+    (
+        "deb upgrade",
+        [
+            ("deb:prerm", ["upgrade", "1.40.0"]),
+            ("deb:postrm", ["upgrade", "1.40.0"]),
+            ("deb:postinst", ["configure", "1.39.0"]),
+        ],
+        {},
+        [RELOAD, ENABLE, RESTART],
+    ),
+    (
+        "deb remove",
+        [("deb:prerm", ["remove"]), ("deb:postrm", ["remove"])],
+        {},
+        [DISABLE, PKILL, CLEANUP, RELOAD],
+    ),
+    ("deb purge", [("deb:postrm", ["purge"])], {}, [CLEANUP, RELOAD]),
+    (
+        "rpm install",
+        [("rpm:POSTIN", ["1"]), ("rpm:POSTTRANS", ["0"])],
+        {},
+        [RELOAD, RELOAD, ENABLE, RESTART],
+    ),
+    (
+        "rpm upgrade",
+        # new %post, old %preun and %postun with $1=1, then the new %posttrans
+        [
+            ("rpm:POSTIN", ["2"]),
+            ("rpm:PREUN", ["1"]),
+            ("rpm:POSTUN", ["1"]),
+            ("rpm:POSTTRANS", ["0"]),
+        ],
+        {},
+        [RELOAD, RELOAD, ENABLE, RESTART],
+    ),
+    (
+        "rpm erase",
+        [("rpm:PREUN", ["0"]), ("rpm:POSTUN", ["0"])],
+        {},
+        [DISABLE, PKILL, CLEANUP, RELOAD],
+    ),
+    (
+        "deb self-update by orbit",
+        [("deb:postinst", ["configure", "1.39.0"])],
+        {"INSTALLER_PATH": "/opt/orbit/staging/x.deb"},
+        [RELOAD, ENABLE, SAFE_RESTART],
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def scripts(built: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("scripts")
+    _run("dpkg-deb", "-e", built["deb"], out / "deb")
+    found = {f"deb:{n}": out / "deb" / n for n in ("postinst", "prerm", "postrm")}
+    for tag in ("POSTIN", "PREUN", "POSTUN", "POSTTRANS"):
+        path = out / f"rpm-{tag}"
+        path.write_text(_run("rpm", "-qp", "--qf", f"%{{{tag}}}", built["rpm"]))
+        found[f"rpm:{tag}"] = path
+    return found
+
+
+def _fake_bin(directory: Path, calls: Path) -> None:
+    directory.mkdir()
+    for name in ("systemctl", "systemd-run", "pkill", "rm"):
+        tool = directory / name
+        tool.write_text(f'#!/bin/sh\nprintf "%s\\n" "{name} $*" >> "{calls}"\n')
+        tool.chmod(0o755)
+
+
+@pytest.mark.parametrize(
+    ("scenario", "steps", "env", "expected"), SCRIPT_TABLE, ids=[r[0] for r in SCRIPT_TABLE]
+)
+def test_maintainer_scripts(scripts, tmp_path: Path, scenario, steps, env, expected) -> None:
+    calls = tmp_path / "calls"
+    calls.touch()
+    fake = tmp_path / "bin"
+    _fake_bin(fake, calls)
+    for script, args in steps:
+        proc = subprocess.run(
+            ["sh", str(scripts[script]), *args],
+            env={"PATH": f"{fake}:/usr/bin:/bin", **env},
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert proc.returncode == 0, (scenario, script, proc.stderr)
+    assert calls.read_text().splitlines() == expected, scenario
+
+
+def test_scripts_without_systemd(scripts, tmp_path: Path) -> None:
+    """Hosts without systemd (containers, old init): scripts succeed and call nothing."""
+    calls = tmp_path / "calls"
+    calls.touch()
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for name in ("pkill", "rm"):
+        (fake / name).write_text(f'#!/bin/sh\nprintf "%s\\n" "{name} $*" >> "{calls}"\n')
+        (fake / name).chmod(0o755)
+    for script, args in [
+        ("deb:postinst", ["configure"]),
+        ("deb:prerm", ["remove"]),
+        ("rpm:POSTTRANS", []),
+    ]:
+        proc = subprocess.run(["/bin/sh", str(scripts[script]), *args], env={"PATH": str(fake)},
+                              capture_output=True, text=True)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+    assert calls.read_text().splitlines() == [PKILL]
+
+
+def test_no_service_scripts(tmp_path: Path) -> None:
+    """--no-service: install only reloads units; removal still stops and disables."""
+    from packager.render import render
+
+    calls = tmp_path / "calls"
+    calls.touch()
+    fake = tmp_path / "bin"
+    _fake_bin(fake, calls)
+    for fmt, name, args in [("deb", "postinstall", ["configure"]), ("rpm", "posttrans", ["0"])]:
+        script = tmp_path / f"{fmt}-{name}"
+        script.write_text(
+            render("linux", f"{name}.sh.j2", format=fmt, service=False, orbit_root=ORBIT)
+        )
+        subprocess.run(
+            ["sh", str(script), *args], env={"PATH": f"{fake}:/usr/bin:/bin"}, check=True
+        )
+    assert calls.read_text().splitlines() == [RELOAD, RELOAD]
