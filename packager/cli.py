@@ -361,23 +361,33 @@ def verify(
     sys.exit(EXIT_OK if not report.problems else EXIT_CHECK_FAILED)
 
 
+def target_options(f: F) -> F:
+    """Which installer and which targets: shared by `fetch` and `package`."""
+    options = [
+        click.option(
+            "--type",
+            "package_type",
+            required=True,
+            type=click.Choice(["deb", "rpm", "pkg", "msi"]),
+            help="Installer type.",
+        ),
+        click.option(
+            "--arch",
+            type=click.Choice(["amd64", "arm64", "universal"]),
+            help="CPU architecture (default amd64; universal for pkg).",
+        ),
+        click.option("--fleet-desktop", is_flag=True, help="Include Fleet Desktop."),
+        click.option("--orbit-channel", default="stable", show_default=True),
+        click.option("--osqueryd-channel", default="stable", show_default=True),
+        click.option("--desktop-channel", default="stable", show_default=True),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 @cli.command()
-@click.option(
-    "--type",
-    "package_type",
-    required=True,
-    type=click.Choice(["deb", "rpm", "pkg", "msi"]),
-    help="Installer type whose targets to fetch.",
-)
-@click.option(
-    "--arch",
-    type=click.Choice(["amd64", "arm64", "universal"]),
-    help="CPU architecture (default amd64; universal for pkg).",
-)
-@click.option("--fleet-desktop", is_flag=True, help="Also fetch Fleet Desktop.")
-@click.option("--orbit-channel", default="stable", show_default=True, help="Orbit channel.")
-@click.option("--osqueryd-channel", default="stable", show_default=True, help="osqueryd channel.")
-@click.option("--desktop-channel", default="stable", show_default=True, help="Desktop channel.")
+@target_options
 @update_server_options
 @cache_options
 @click.option(
@@ -456,16 +466,7 @@ def _path_option(name: str, help_text: str) -> Callable[[F], F]:
 
 
 @cli.command("package")
-@click.option(
-    "--type",
-    "package_type",
-    required=True,
-    type=click.Choice(["deb", "rpm", "pkg", "msi"]),
-    help="Installer type.",
-)
-@click.option(
-    "--arch", type=click.Choice(["amd64", "arm64", "universal"]), help="CPU (default amd64)."
-)
+@target_options
 @click.option(
     "--fleet-url", default="", envvar="ORBIT_PACKAGER_FLEET_URL", help="URL of the Fleet server."
 )
@@ -480,10 +481,6 @@ def _path_option(name: str, help_text: str) -> Callable[[F], F]:
 @update_server_options
 @_path_option("--fleet-tls-client-certificate", "Client certificate (PEM) for Fleet.")
 @_path_option("--fleet-tls-client-key", "Client key (PEM) for Fleet.")
-@click.option("--orbit-channel", default="stable", show_default=True)
-@click.option("--osqueryd-channel", default="stable", show_default=True)
-@click.option("--desktop-channel", default="stable", show_default=True)
-@click.option("--fleet-desktop", is_flag=True, help="Include Fleet Desktop.")
 @click.option("--fleet-desktop-alternative-browser-host", default="", help="host:port.")
 @click.option(
     "--update-interval",
