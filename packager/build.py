@@ -22,6 +22,7 @@ from packager.fetch.progress import download_progress
 from packager.fetch.targets import TargetSelection, fetch_agent_targets, installer_version
 from packager.formats.base import BuildContext, Builder
 from packager.formats.deb_rpm import LinuxBuilder
+from packager.formats.msi import MsiBuilder
 from packager.layout import target_summary, write_orbit_root
 from packager.options import BuildRequest
 from packager.repo.fsutil import fsync_dir, move_into_place
@@ -52,7 +53,9 @@ class BuildResult:
 def builder_for(package_type: str) -> Builder:
     if package_type in ("deb", "rpm"):
         return LinuxBuilder(package_type)
-    raise UsageError(f"--type {package_type} is not supported yet", hint="use deb or rpm")
+    if package_type == "msi":
+        return MsiBuilder()
+    raise UsageError(f"--type {package_type} is not supported yet", hint="use deb, rpm or msi")
 
 
 def source_date_epoch(environ: dict[str, str] | None = None) -> int | None:

@@ -31,7 +31,7 @@ def systemd_env(value: object) -> str:
     return '"' + _NEEDS_ESCAPE.sub(r"\\\1", text) + '"'
 
 
-def _templates_dir() -> Path:
+def templates_dir() -> Path:
     try:
         located = Path(str(importlib.resources.files("packager.templates")))
         if located.is_dir():
@@ -41,14 +41,15 @@ def _templates_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "templates"
 
 
-def environment(subdir: str) -> jinja2.Environment:
+def environment(subdir: str, *, xml: bool = False) -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(_templates_dir() / subdir)),
+        loader=jinja2.FileSystemLoader(str(templates_dir() / subdir)),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
-        autoescape=False,  # noqa: S701 - shell and systemd syntax, escaped by explicit filters
+        # XML templates escape every value; shell/systemd ones use explicit filters.
+        autoescape=xml,  # noqa: S701 - non-XML templates use explicit escaping filters
     )
     env.filters["systemd_env"] = systemd_env
     return env
@@ -56,3 +57,8 @@ def environment(subdir: str) -> jinja2.Environment:
 
 def render(subdir: str, name: str, **context: Any) -> str:
     return environment(subdir).get_template(name).render(**context)
+
+
+def render_xml(subdir: str, name: str, **context: Any) -> str:
+    """Render an XML template: every interpolated value is XML-escaped."""
+    return environment(subdir, xml=True).get_template(name).render(**context)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the Debian packages orbit-packager needs, only those that are missing.
-#   install-system-deps.sh          what building needs (python3-venv)
+#   install-system-deps.sh          what building needs (python3-venv, wixl, msitools)
 #   install-system-deps.sh --test   also what the tests use (rpm, lintian, rpmlint, dpkg)
 # Runs `apt-get update` once, and only when something has to be installed.
 set -euo pipefail
@@ -11,6 +11,8 @@ command -v "$py" >/dev/null 2>&1 || need+=(python3)
 if command -v "$py" >/dev/null 2>&1 && ! "$py" -c 'import venv, ensurepip' >/dev/null 2>&1; then
   need+=(python3-venv)
 fi
+command -v wixl >/dev/null 2>&1 || need+=(wixl)
+command -v msibuild >/dev/null 2>&1 || need+=(msitools)
 if [ "${1:-}" = "--test" ]; then
   command -v dpkg-deb >/dev/null 2>&1 || need+=(dpkg)
   command -v rpm >/dev/null 2>&1 || need+=(rpm)

@@ -52,7 +52,7 @@ def find_tool(name: str, install_hint: str) -> str:
     return found
 
 
-def run_tool(argv: list[str], ctx: BuildContext, *, what: str) -> None:
+def run_tool(argv: list[str], ctx: BuildContext, *, what: str, cwd: Path | None = None) -> None:
     """Run a build tool with a minimal environment: no secrets, no stray settings.
 
     Arguments only ever hold paths inside the private stage directory; the enroll secret is in
@@ -68,7 +68,7 @@ def run_tool(argv: list[str], ctx: BuildContext, *, what: str) -> None:
         env["SOURCE_DATE_EPOCH"] = str(ctx.source_date_epoch)
     if ctx.verbose:
         print(f"orbit-packager: running {' '.join(argv)}", file=sys.stderr)
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False, cwd=cwd)
     if ctx.verbose and proc.stdout:
         sys.stderr.write(proc.stdout)
     if proc.returncode != 0:
