@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ntpath
 import re
+import unicodedata
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
@@ -32,13 +33,15 @@ _LOOSE_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _HOST_PORT = re.compile(r"[A-Za-z0-9.\-\[\]:]+")
 
 
-def _control_chars(value: str) -> bool:
-    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)
+def has_control_chars(value: str) -> bool:
+    """C0/C1 controls, DEL and XML non-characters: never legitimate in a URL or secret, and
+    each breaks a consumer (systemd ends lines at CR/LF, wixl crashes on U+0080)."""
+    return any(unicodedata.category(c) in ("Cc", "Cs") or c in ("\ufffe", "\uffff") for c in value)
 
 
 def check_value(value: str, flag: str) -> str:
     """A value that ends up in config files: printable, valid UTF-8, bounded."""
-    if _control_chars(value):
+    if has_control_chars(value):
         raise UsageError(f"{flag} must not contain newlines or other control characters")
     try:
         value.encode("utf-8")
@@ -227,6 +230,8 @@ class BuildRequest:
             raise UsageError("--fleet-desktop-alternative-browser-host must be host[:port]")
         if self.osquery_db:
             check_value(self.osquery_db, "--osquery-db")
+        if self.type == "msi":
+            self._validate_msi_values()
         if self.update_interval < timedelta(seconds=1):
             raise UsageError("--update-interval must be at least 1s")
         if self.compression is not None:
@@ -245,6 +250,38 @@ class BuildRequest:
             if isinstance(value, Path) and wants_file and not value.is_file():
                 flag = "--" + f.name.replace("_", "-")
                 raise UsageError(f"{flag} file {value} does not exist")
+
+    def _validate_msi_values(self) -> None:
+        """wixl 0.101 runs every attribute through its preprocessor, which mangles '$' in ways
+        no escaping survives ('$$(' vanishes), crashes on characters beyond U+FFFF, and '[~]'
+        separates the service's environment entries: such values cannot be carried exactly
+        into an MSI, so they are refused."""
+        for flag, value in (
+            ("--enroll-secret", self.enroll_secret),
+            ("--fleet-url", self.fleet_url),
+            ("--update-url", self.update_url),
+            ("--end-user-email", self.end_user_email),
+            ("--osquery-db", self.osquery_db),
+            (
+                "--fleet-desktop-alternative-browser-host",
+                self.fleet_desktop_alternative_browser_host,
+            ),
+        ):
+            if any(ord(c) > 0xFFFF for c in value):
+                raise UsageError(
+                    f"{flag} contains characters outside Unicode's Basic Multilingual Plane "
+                    "(e.g. emoji), which wixl 0.101 cannot store in an MSI"
+                )
+            if "$" in value or "[~]" in value:
+                bad = "'$'" if "$" in value else "'[~]'"
+                hint = (
+                    "or pass it when installing: msiexec /i fleet-osquery.msi FLEET_SECRET=..."
+                    if flag == "--enroll-secret"
+                    else None
+                )
+                raise UsageError(
+                    f"{flag} contains {bad}, which wixl cannot carry into an MSI exactly", hint=hint
+                )
 
     @property
     def effective_compression(self) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 import jinja2
 
 from packager.errors import UsageError
+from packager.options import has_control_chars
 
 _NEEDS_ESCAPE = re.compile(r'([\\"$`])')
 
@@ -26,7 +27,7 @@ def systemd_env(value: object) -> str:
     refused rather than written.
     """
     text = str(value)
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+    if has_control_chars(text):
         raise UsageError("a value for /etc/default/orbit contains a newline or control character")
     return '"' + _NEEDS_ESCAPE.sub(r"\\\1", text) + '"'
 

@@ -75,3 +75,14 @@ def run_tool(argv: list[str], ctx: BuildContext, *, what: str, cwd: Path | None 
         detail = (proc.stderr or proc.stdout).strip().splitlines()
         last = detail[-1] if detail else f"exit code {proc.returncode}"
         raise ToolError(f"{what} failed: {last}")
+
+
+def stamp_tree(top: Path, when: int | None) -> None:
+    """Give every staged file and directory the mtime SOURCE_DATE_EPOCH (when set), so archive
+    formats that record times (the MSI's cabinet, cpio, xar) come out byte-identical."""
+    if when is None:
+        return
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in [*filenames, *dirnames]:
+            os.utime(Path(dirpath, name), (when, when), follow_symlinks=False)
+    os.utime(top, (when, when))

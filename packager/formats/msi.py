@@ -28,7 +28,7 @@ from markupsafe import Markup, escape
 
 from packager import __version__
 from packager.errors import UsageError
-from packager.formats.base import BuildContext, ToolError, find_tool, run_tool
+from packager.formats.base import BuildContext, ToolError, find_tool, run_tool, stamp_tree
 from packager.formats.msi_summary import normalise_summary
 from packager.options import BuildRequest
 from packager.render import render_xml, templates_dir
@@ -199,7 +199,8 @@ class MsiBuilder:
         wixl = find_tool("wixl", WIXL_HINT)
         msibuild = find_tool("msibuild", WIXL_HINT)
         self.prepare(ctx)
-        content = self.content_hash(ctx)
+        stamp_tree(self.orbit_root(ctx.stage), ctx.source_date_epoch)
+        content = self.content_hash(ctx, self.wxs(ctx, "{00000000-0000-0000-0000-000000000000}"))
         wxs_path = ctx.stage / "main.wxs"
         wxs_path.write_text(self.wxs(ctx, "{" + _guid("product:" + content) + "}"))
         run_tool(
@@ -212,12 +213,9 @@ class MsiBuilder:
             timestamp=ctx.source_date_epoch,
         )
 
-    def content_hash(self, ctx: BuildContext) -> str:
-        """Hash of everything the MSI is made of: options, version and every staged file."""
-        digest = hashlib.sha256()
-        digest.update(repr(sorted(vars(ctx.request).items(), key=lambda kv: kv[0])).encode())
-        digest.update(ctx.version.encode())
-        digest.update((templates_dir() / "windows" / "main.wxs.j2").read_bytes())
+    def content_hash(self, ctx: BuildContext, wxs: str) -> str:
+        """Hash of everything the MSI is made of: its WiX source and every staged file."""
+        digest = hashlib.sha256(wxs.encode())
         root = self.orbit_root(ctx.stage)
         for path in sorted(root.rglob("*")):
             digest.update(str(path.relative_to(root)).encode() + b"\0")
