@@ -78,6 +78,7 @@ def _sha256(path: Path) -> str:
 
 def build_package(req: BuildRequest, *, progress: bool | None = None) -> BuildResult:
     builder = builder_for(req.type)
+    builder.preflight(req)
     sde = source_date_epoch()
     if req.outfile is not None and req.outfile.is_dir():
         raise UsageError(f"--outfile {req.outfile} is a directory")

@@ -39,6 +39,16 @@ def has_control_chars(value: str) -> bool:
     return any(unicodedata.category(c) in ("Cc", "Cs") or c in ("\ufffe", "\uffff") for c in value)
 
 
+def msi_encodable(value: str) -> bool:
+    """wixl 0.101 writes strings in the database codepage, Windows-1252, and segfaults on
+    anything else (found by the property tests: U+0080, U+0100, emoji)."""
+    try:
+        value.encode("cp1252")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_value(value: str, flag: str) -> str:
     """A value that ends up in config files: printable, valid UTF-8, bounded."""
     if has_control_chars(value):
@@ -253,7 +263,7 @@ class BuildRequest:
 
     def _validate_msi_values(self) -> None:
         """wixl 0.101 runs every attribute through its preprocessor, which mangles '$' in ways
-        no escaping survives ('$$(' vanishes), crashes on characters beyond U+FFFF, and '[~]'
+        no escaping survives ('$$(' vanishes), crashes on characters outside Windows-1252, and '[~]'
         separates the service's environment entries: such values cannot be carried exactly
         into an MSI, so they are refused."""
         for flag, value in (
@@ -267,10 +277,10 @@ class BuildRequest:
                 self.fleet_desktop_alternative_browser_host,
             ),
         ):
-            if any(ord(c) > 0xFFFF for c in value):
+            if not msi_encodable(value):
                 raise UsageError(
-                    f"{flag} contains characters outside Unicode's Basic Multilingual Plane "
-                    "(e.g. emoji), which wixl 0.101 cannot store in an MSI"
+                    f"{flag} contains characters outside Windows-1252, the codepage wixl 0.101 "
+                    "stores MSI strings in (it crashes on others)"
                 )
             if "$" in value or "[~]" in value:
                 bad = "'$'" if "$" in value else "'[~]'"

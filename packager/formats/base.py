@@ -39,6 +39,10 @@ class Builder(Protocol):
 
     def default_filename(self, request: BuildRequest, version: str) -> str: ...
 
+    def preflight(self, request: BuildRequest) -> None:
+        """Fail before any download if the build cannot succeed (tools, unsupported options)."""
+        ...
+
     def build(self, ctx: BuildContext, output: Path) -> None:
         """Write the installer to ``output`` (inside the stage directory)."""
         ...

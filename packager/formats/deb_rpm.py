@@ -91,6 +91,9 @@ class LinuxBuilder:
             return f"{PACKAGE_NAME}_{version}_{arch}.deb"
         return f"{PACKAGE_NAME}-{version}.{RPM_ARCH[arch]}.rpm"
 
+    def preflight(self, request: BuildRequest) -> None:
+        find_tool("nfpm", NFPM_HINT)
+
     def payload(self, ctx: BuildContext) -> Payload:
         req = ctx.request
         root = ctx.stage / "root"

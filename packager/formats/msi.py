@@ -191,11 +191,16 @@ class MsiBuilder:
         shutil.copyfile(templates_dir() / "windows" / "write-secret.ps1", script)
         script.chmod(0o644)
 
-    def build(self, ctx: BuildContext, output: Path) -> None:
-        if ctx.request.arch == "arm64":
+    def preflight(self, request: BuildRequest) -> None:
+        if request.arch == "arm64":
             raise UsageError(
                 "--arch arm64 is not supported for msi: wixl 0.101 cannot build ARM64 installers"
             )
+        find_tool("wixl", WIXL_HINT)
+        find_tool("msibuild", WIXL_HINT)
+
+    def build(self, ctx: BuildContext, output: Path) -> None:
+        self.preflight(ctx.request)
         wixl = find_tool("wixl", WIXL_HINT)
         msibuild = find_tool("msibuild", WIXL_HINT)
         self.prepare(ctx)
