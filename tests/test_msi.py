@@ -230,7 +230,9 @@ def test_missing_wixl_hint(served, tmp_path: Path) -> None:
 
 text = st.lists(
     st.one_of(
-        st.sampled_from([*"\"'<>&[]{}~$`\\;= \t\n", "[~]", "]]>", "ü", "😀", "\x00"]),
+        st.sampled_from(
+            [*"\"'<>&[]{}~$`\\;= \t\n", "[~]", "]]>", "ü", "€", "Ā", "ш", "😀", "\x00"]
+        ),
         st.text(max_size=3),
     ),
     max_size=10,
