@@ -23,6 +23,7 @@ from packager.fetch.targets import TargetSelection, fetch_agent_targets, install
 from packager.formats.base import BuildContext, Builder
 from packager.formats.deb_rpm import LinuxBuilder
 from packager.formats.msi import MsiBuilder
+from packager.formats.pkg import PkgBuilder
 from packager.layout import target_summary, write_orbit_root
 from packager.options import BuildRequest
 from packager.repo.fsutil import fsync_dir, move_into_place
@@ -55,6 +56,8 @@ def builder_for(package_type: str) -> Builder:
         return LinuxBuilder(package_type)
     if package_type == "msi":
         return MsiBuilder()
+    if package_type == "pkg":
+        return PkgBuilder()
     raise UsageError(f"--type {package_type} is not supported yet", hint="use deb, rpm or msi")
 
 

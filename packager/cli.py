@@ -516,6 +516,10 @@ def _path_option(name: str, help_text: str) -> Callable[[F], F]:
     "--use-system-configuration", is_flag=True, envvar="FLEETCTL_USE_SYSTEM_CONFIGURATION"
 )
 @click.option("--disable-keystore", is_flag=True, envvar="FLEETCTL_DISABLE_KEYSTORE")
+@_path_option("--sign-pem", "pkg: PEM holding the signing certificate and private key.")
+@_path_option("--sign-cert", "pkg: signing certificate (PEM), with --sign-key.")
+@_path_option("--sign-key", "pkg: signing private key (PEM), with --sign-cert.")
+@click.option("--sign-timestamp-url", help="pkg: RFC 3161 timestamp server (default: none).")
 @click.option(
     "--outfile",
     type=click.Path(dir_okay=False, path_type=Path),

@@ -30,6 +30,7 @@ COMPRESSIONS = {
 }
 DEFAULT_COMPRESSION = {"deb": "gzip", "rpm": "gzip"}  # older dpkg cannot read zstd debs
 _LOOSE_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*(\.[A-Za-z0-9][A-Za-z0-9-]*)+")
 _HOST_PORT = re.compile(r"[A-Za-z0-9.\-\[\]:]+")
 
 
@@ -142,6 +143,10 @@ class BuildRequest:
     identifier: str = "com.fleetdm.orbit"
     use_system_configuration: bool = False
     disable_keystore: bool = False
+    sign_pem: Path | None = None
+    sign_cert: Path | None = None
+    sign_key: Path | None = None
+    sign_timestamp_url: str | None = None
     outfile: Path | None = None
     compression: str | None = None
     cache_dir: Path | None = None
@@ -242,6 +247,20 @@ class BuildRequest:
             check_value(self.osquery_db, "--osquery-db")
         if self.type == "msi":
             self._validate_msi_values()
+        if not _IDENTIFIER.fullmatch(self.identifier):
+            raise UsageError(
+                f"--identifier {self.identifier!r} is not a reverse-DNS identifier",
+                hint="e.g. com.example.orbit (letters, digits, '.', '-')",
+            )
+        signing = [self.sign_pem, self.sign_cert, self.sign_key, self.sign_timestamp_url]
+        if any(signing) and self.type != "pkg":
+            raise UsageError("--sign-pem/--sign-cert/--sign-key are only available for pkg")
+        if self.sign_pem and (self.sign_cert or self.sign_key):
+            raise UsageError("give either --sign-pem or --sign-cert with --sign-key, not both")
+        if bool(self.sign_cert) != bool(self.sign_key):
+            raise UsageError("--sign-cert and --sign-key go together")
+        if self.sign_timestamp_url and not (self.sign_pem or self.sign_cert):
+            raise UsageError("--sign-timestamp-url needs --sign-pem or --sign-cert/--sign-key")
         if self.update_interval < timedelta(seconds=1):
             raise UsageError("--update-interval must be at least 1s")
         if self.compression is not None:
@@ -256,7 +275,7 @@ class BuildRequest:
             raise UsageError("--no-cache cannot be combined with --cache-dir or --offline")
         for f in fields(self):
             value = getattr(self, f.name)
-            wants_file = f.name.endswith(("certificate", "key", "flagfile"))
+            wants_file = f.name.endswith(("certificate", "key", "flagfile", "pem", "cert"))
             if isinstance(value, Path) and wants_file and not value.is_file():
                 flag = "--" + f.name.replace("_", "-")
                 raise UsageError(f"{flag} file {value} does not exist")
