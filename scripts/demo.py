@@ -24,7 +24,7 @@ from scripts.make_demo_repo import DEMO_PASSPHRASES, prepare_demo_repo
 
 ROOT = Path(__file__).resolve().parent.parent
 DIST = ROOT / "dist"
-TYPES = ["deb", "rpm", "msi"]
+TYPES = ["deb", "rpm", "msi", "pkg"]
 
 
 def run(*args: str | Path, ok: tuple[int, ...] = (0,)) -> str:

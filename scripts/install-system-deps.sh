@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages orbit-packager needs, only those that are missing.
 #   install-system-deps.sh          what building needs (python3-venv, wixl, msitools)
-#   install-system-deps.sh --test   also what the tests use (rpm, lintian, rpmlint, dpkg)
+#   install-system-deps.sh --test   also what the tests use (rpm, lintian, rpmlint, dpkg, bsdtar, cpio)
 # Runs `apt-get update` once, and only when something has to be installed.
 set -euo pipefail
 
@@ -18,6 +18,8 @@ if [ "${1:-}" = "--test" ]; then
   command -v rpm >/dev/null 2>&1 || need+=(rpm)
   command -v lintian >/dev/null 2>&1 || need+=(lintian)
   command -v rpmlint >/dev/null 2>&1 || need+=(rpmlint)
+  command -v bsdtar >/dev/null 2>&1 || need+=(libarchive-tools)
+  command -v cpio >/dev/null 2>&1 || need+=(cpio)
 fi
 
 if [ ${#need[@]} -eq 0 ]; then

@@ -96,7 +96,9 @@ def write_cpio_gz(
     with out.open("wb") as raw:
         counting = _Counting(raw)
         # mtime=0 and no file name in the gzip header: reproducible output.
-        with gzip.GzipFile(fileobj=counting, mode="wb", mtime=0, filename="") as gz:
+        with gzip.GzipFile(
+            fileobj=counting, mode="wb", mtime=0, filename="", compresslevel=6
+        ) as gz:
             for ino, (name, path) in enumerate(ordered_tree(root), start=1):
                 st = path.lstat()
                 when = mtime if mtime is not None else int(st.st_mtime)

@@ -1,0 +1,246 @@
+"""Issue 5: the macOS .pkg written in pure Python, read back with bsdtar, cpio, pyapplebom,
+apple-platform-py and plistlib."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import plistlib
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyapplebom
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from packager.errors import UsageError
+from packager.formats.pkg import launch_daemon
+from packager.options import BuildRequest, has_control_chars
+from packager.writers.bom import write_bom
+from packager.writers.cpio import write_cpio_gz
+from tests.helpers import FaultServer, cli, demo_repo
+
+SECRET = 'pkg-canary "q" <&> $x ü'
+SDE = "1700000000"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, FaultServer]]:
+    repo = demo_repo(tmp_path_factory.mktemp("demo") / "repo")
+    server = FaultServer(repo / "repository")
+    yield repo, server
+    server.close()
+
+
+def build(served, out: Path, *extra: str | Path, secret: str = SECRET) -> Path:
+    repo, server = served
+    cli("package", "--type", "pkg", "--update-url", server.url, "--update-roots",
+        repo / "repository/root.json", "--fleet-url", "https://fleet.example.com",
+        "--no-cache", "--outfile", out, *extra,
+        env={"SOURCE_DATE_EPOCH": SDE, "ORBIT_PACKAGER_ENROLL_SECRET": secret})  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="module")
+def pkg(served, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build(served, tmp_path_factory.mktemp("pkg") / "x.pkg", "--fleet-desktop", "--debug")
+
+
+@pytest.fixture(scope="module")
+def extracted(pkg: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("x")
+    subprocess.run(["bsdtar", "-xf", str(pkg), "-C", str(out)], check=True)  # verifies checksums
+    payload = out / "payload"
+    payload.mkdir()
+    data = gzip.decompress((out / "base.pkg/Payload").read_bytes())
+    subprocess.run(
+        ["cpio", "-idm", "--quiet", "--no-absolute-filenames"], input=data, cwd=payload, check=True
+    )
+    return out
+
+
+def test_bsdtar_lists_the_product_archive(pkg: Path) -> None:
+    listing = subprocess.run(
+        ["bsdtar", "-tvf", str(pkg)], capture_output=True, text=True, check=True
+    ).stdout
+    names = [line.split()[-1] for line in listing.splitlines()]
+    assert names == ["Distribution", "base.pkg", "base.pkg/Bom", "base.pkg/PackageInfo",
+                     "base.pkg/Payload", "base.pkg/Scripts"]  # fmt: skip
+    assert all(" root " in line and " admin " in line for line in listing.splitlines())
+
+
+def test_payload_tree(extracted: Path) -> None:
+    root = extracted / "payload"
+    files = {str(p.relative_to(root)): p for p in root.rglob("*") if p.is_file()}
+    assert {
+        "opt/orbit/bin/orbit/macos/stable/orbit",
+        "opt/orbit/bin/osqueryd/macos-app/stable/osqueryd.app.tar.gz",
+        "opt/orbit/bin/osqueryd/macos-app/stable/osquery.app/Contents/MacOS/osqueryd",
+        "opt/orbit/bin/desktop/macos/stable/desktop.app.tar.gz",
+        "opt/orbit/bin/desktop/macos/stable/Fleet Desktop.app/Contents/MacOS/fleet-desktop",
+        "opt/orbit/certs.pem", "opt/orbit/secret.txt", "opt/orbit/tuf-metadata.json",
+        "Library/LaunchDaemons/com.fleetdm.orbit.plist",
+    } == set(files)  # fmt: skip
+    assert files["opt/orbit/secret.txt"].read_bytes() == SECRET.encode()
+    assert files["opt/orbit/secret.txt"].stat().st_mode & 0o777 == 0o600
+    assert files["opt/orbit/bin/orbit/macos/stable/orbit"].stat().st_mode & 0o777 == 0o755
+    assert (root / "opt/orbit/staging").is_dir()
+    exe = Path(__file__).resolve().parent.parent / "fixtures/executables/orbit-macos-universal"
+    assert files["opt/orbit/bin/orbit/macos/stable/orbit"].read_bytes() == exe.read_bytes()
+
+
+def test_bom_equals_payload(extracted: Path) -> None:
+    bom = pyapplebom.parse_bom_file(str(extracted / "base.pkg/Bom"))
+    assert bom["parse_errors"] is None
+    data = gzip.decompress((extracted / "base.pkg/Payload").read_bytes())
+    listing = subprocess.run(
+        ["cpio", "-itv", "--quiet"], input=data, capture_output=True, check=True
+    ).stdout.decode()
+    cpio_names = [line.split(None, 8)[8] for line in listing.splitlines()]
+    bom_paths = {p["path"]: p for p in bom["paths"]}
+    assert set(bom_paths) == set(cpio_names)
+    root = extracted / "payload"
+    for name, entry in bom_paths.items():
+        assert (entry["user_id"], entry["group_id"]) == (0, 80), name
+        path = root / name
+        assert entry["file_mode"] & 0o7777 == path.lstat().st_mode & 0o7777, name
+        if path.is_file():
+            content = path.read_bytes()
+            assert entry["size"] == len(content), name
+            expected = subprocess.run(
+                ["cksum"], input=content, capture_output=True, check=True
+            ).stdout.split()[0]
+            assert entry["crc32"] == int(expected), name
+
+
+def test_scripts_and_metadata(extracted: Path) -> None:
+    data = gzip.decompress((extracted / "base.pkg/Scripts").read_bytes())
+    scripts = extracted / "scripts"
+    scripts.mkdir()
+    subprocess.run(["cpio", "-idm", "--quiet"], input=data, cwd=scripts, check=True)
+    post = (scripts / "postinstall").read_text()
+    assert post.startswith("#!/bin/bash")
+    assert "ln -sf /opt/orbit/bin/orbit/macos/stable/orbit /opt/orbit/bin/orbit/orbit" in post
+    assert 'launchctl bootstrap system "${DAEMON_PLIST}"' in post
+    assert (scripts / "postinstall").stat().st_mode & 0o111
+    subprocess.run(["bash", "-n", str(scripts / "postinstall")], check=True)  # valid bash
+    info = (extracted / "base.pkg/PackageInfo").read_text()
+    assert 'identifier="com.fleetdm.orbit.base.pkg" version="1.40.0"' in info
+
+
+def test_plist(extracted: Path, served) -> None:
+    plist = plistlib.loads(
+        (extracted / "payload/Library/LaunchDaemons/com.fleetdm.orbit.plist").read_bytes()
+    )
+    assert plist["Label"] == "com.fleetdm.orbit"
+    assert plist["ProgramArguments"] == ["/opt/orbit/bin/orbit/orbit"]
+    assert plist["KeepAlive"] is True and plist["RunAtLoad"] is True
+    env = plist["EnvironmentVariables"]
+    assert env["ORBIT_FLEET_URL"] == "https://fleet.example.com"
+    assert env["ORBIT_ENROLL_SECRET_PATH"] == "/opt/orbit/secret.txt"
+    assert env["ORBIT_UPDATE_URL"] == served[1].url
+    assert env["ORBIT_FLEET_DESKTOP"] == "true" and env["ORBIT_DEBUG"] == "true"
+    assert env["ORBIT_UPDATE_INTERVAL"] == "15m0s"
+    assert (
+        SECRET
+        not in (extracted / "payload/Library/LaunchDaemons/com.fleetdm.orbit.plist").read_text()
+    )
+
+
+def test_apple_platform_parses_product(pkg: Path) -> None:
+    from apple_platform import packaging
+
+    info = packaging.pkg_info(str(pkg))
+    (component,) = info["components"]
+    assert component["has_bom"] is True
+    assert component["package_info"]["identifier"] == "com.fleetdm.orbit.base.pkg"
+    assert component["package_info"]["version"] == "1.40.0"
+    assert info["distribution"]["choice"][0]["pkg-ref"][0]["id"] == "com.fleetdm.orbit.base.pkg"
+    assert "Product" in str(info.get("flavor", "Product"))
+
+
+def test_signed_package_verifies_and_tampering_fails(served, tmp_path: Path) -> None:
+    from apple_platform import certificates, reading
+
+    cert = certificates.generate_self_signed("Orbit Test", profile="developer-id-installer")
+    pem = cert.write_pem_bundle(tmp_path / "signer.pem")
+    signed = build(served, tmp_path / "s.pkg", "--sign-pem", pem)
+
+    def verdict(path: Path) -> dict[str, object]:
+        toc = reading.read_signature(str(path))[0]["entity"]["xar_table_of_contents"]
+        return {
+            k: toc[k]
+            for k in ("checksum_verifies", "rsa_signature_verifies", "cms_signature_verifies")
+        }
+
+    assert verdict(signed) == {
+        "checksum_verifies": True,
+        "rsa_signature_verifies": True,
+        "cms_signature_verifies": True,
+    }
+    # One byte of the TOC: the TOC checksum no longer verifies.
+    data = bytearray(signed.read_bytes())
+    data[40] ^= 0x01
+    (tmp_path / "toc.pkg").write_bytes(data)
+    bad = subprocess.run(["bsdtar", "-tf", str(tmp_path / "toc.pkg")], capture_output=True)
+    assert bad.returncode != 0 or verdict(tmp_path / "toc.pkg")["checksum_verifies"] is False
+    # One byte of the Payload: bsdtar's checksum verification fails.
+    data = bytearray(signed.read_bytes())
+    data[-200] ^= 0x01
+    (tmp_path / "payload.pkg").write_bytes(data)
+    out = subprocess.run(
+        ["bsdtar", "-xf", str(tmp_path / "payload.pkg"), "-C", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode != 0 and "Sumcheck error" in out.stderr
+
+
+def test_reproducible(served, tmp_path: Path) -> None:
+    a = build(served, tmp_path / "a.pkg")
+    b = build(served, tmp_path / "b.pkg")
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_big_tree_bom_and_cpio(tmp_path: Path) -> None:
+    """More than 5,000 entries: multi-leaf BOM, still equal to the payload."""
+    root = tmp_path / "root"
+    for i in range(55):
+        d = root / f"dir{i:02d}"
+        d.mkdir(parents=True)
+        for j in range(100):
+            (d / f"file{j:03d}").write_bytes(os.urandom(j % 7))
+    entries = write_cpio_gz(root, tmp_path / "Payload", mtime=1)
+    write_bom(entries, tmp_path / "Bom")
+    bom = pyapplebom.parse_bom_file(str(tmp_path / "Bom"))
+    assert bom["parse_errors"] is None and len(bom["paths"]) == len(entries) == 5556
+    assert {p["path"]: (p["size"], p["crc32"] or 0) for p in bom["paths"]} == {
+        e.name: (e.size, e.cksum) for e in entries
+    }
+    names = subprocess.run(["cpio", "-it", "--quiet"], input=gzip.decompress((tmp_path / "Payload").read_bytes()),
+                           capture_output=True, check=True).stdout.decode().split("\n")  # fmt: skip
+    assert [n for n in names if n] == [e.name for e in entries]
+
+
+text = st.lists(
+    st.one_of(
+        st.sampled_from([*"\"'<>&]]>$`\\#= \n\t", "ü", "😀", "\x00", "\x1b"]), st.text(max_size=3)
+    ),
+    max_size=10,
+).map("".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(secret=text, path=text)
+def test_plist_values_round_trip_or_are_refused(secret: str, path: str) -> None:
+    url = f"https://fleet.example.com/{path}"
+    try:
+        req = BuildRequest(type="pkg", fleet_url=url, enroll_secret=secret or "x")
+    except UsageError as exc:
+        assert "\n" not in str(exc)
+        assert has_control_chars(secret + url), str(exc)
+        return
+    plist = plistlib.loads(plistlib.dumps(launch_daemon(req)))
+    assert plist["EnvironmentVariables"]["ORBIT_FLEET_URL"] == url
