@@ -88,7 +88,13 @@ def test_payload_tree(extracted: Path) -> None:
     assert files["opt/orbit/bin/orbit/macos/stable/orbit"].stat().st_mode & 0o777 == 0o755
     assert (root / "opt/orbit/staging").is_dir()
     exe = Path(__file__).resolve().parent.parent / "fixtures/executables/orbit-macos-universal"
-    assert files["opt/orbit/bin/orbit/macos/stable/orbit"].read_bytes() == exe.read_bytes()
+    for rel in ("opt/orbit/bin/orbit/macos/stable/orbit",
+                "opt/orbit/bin/osqueryd/macos-app/stable/osquery.app/Contents/MacOS/osqueryd",
+                "opt/orbit/bin/desktop/macos/stable/Fleet Desktop.app/Contents/MacOS/fleet-desktop"):  # fmt: skip
+        assert files[rel].read_bytes() == exe.read_bytes(), rel
+    import certifi
+
+    assert files["opt/orbit/certs.pem"].read_bytes() == Path(certifi.where()).read_bytes()
 
 
 def test_bom_equals_payload(extracted: Path) -> None:
@@ -105,6 +111,8 @@ def test_bom_equals_payload(extracted: Path) -> None:
     for name, entry in bom_paths.items():
         assert (entry["user_id"], entry["group_id"]) == (0, 80), name
         path = root / name
+        kind = "link" if path.is_symlink() else "directory" if path.is_dir() else "file"
+        assert entry["path_type"] == kind, name
         assert entry["file_mode"] & 0o7777 == path.lstat().st_mode & 0o7777, name
         if path.is_file():
             content = path.read_bytes()
@@ -158,7 +166,10 @@ def test_apple_platform_parses_product(pkg: Path) -> None:
     assert component["package_info"]["identifier"] == "com.fleetdm.orbit.base.pkg"
     assert component["package_info"]["version"] == "1.40.0"
     assert info["distribution"]["choice"][0]["pkg-ref"][0]["id"] == "com.fleetdm.orbit.base.pkg"
-    assert "Product" in str(info.get("flavor", "Product"))
+    assert info["flavor"] == "Product"
+    assert info["files"] == ["Distribution", "base.pkg", "base.pkg/Bom", "base.pkg/PackageInfo",
+                             "base.pkg/Payload", "base.pkg/Scripts"]  # fmt: skip
+    assert info["distribution"]["choice"][0]["title"] == "Fleet osquery"
 
 
 def test_signed_package_verifies_and_tampering_fails(served, tmp_path: Path) -> None:
