@@ -27,6 +27,7 @@ from packager.formats.pkg import PkgBuilder
 from packager.layout import target_summary, write_orbit_root
 from packager.options import BuildRequest
 from packager.repo.fsutil import fsync_dir, move_into_place
+from packager.tooling import DockerTooling, select_tooling
 
 OUTPUT_MODE = 0o600
 
@@ -39,6 +40,7 @@ class BuildResult:
     version: str
     package_type: str
     targets: list[dict[str, object]]
+    tooling: str  # "native", or "docker:<image>"
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -48,6 +50,7 @@ class BuildResult:
             "version": self.version,
             "type": self.package_type,
             "targets": self.targets,
+            "tooling": self.tooling,
         }
 
 
@@ -58,7 +61,7 @@ def builder_for(package_type: str) -> Builder:
         return MsiBuilder()
     if package_type == "pkg":
         return PkgBuilder()
-    raise UsageError(f"--type {package_type} is not supported yet", hint="use deb, rpm or msi")
+    raise UsageError(f"--type {package_type} is not supported", hint="use deb, rpm, pkg or msi")
 
 
 def source_date_epoch(environ: dict[str, str] | None = None) -> int | None:
@@ -82,6 +85,10 @@ def _sha256(path: Path) -> str:
 def build_package(req: BuildRequest, *, progress: bool | None = None) -> BuildResult:
     builder = builder_for(req.type)
     builder.preflight(req)
+    # Before any download: the tools (or the Docker image) must be there.
+    tooling = select_tooling(
+        req.tooling, req.tooling_image, builder.external_tools, builder.install_hint
+    )
     sde = source_date_epoch()
     if req.outfile is not None and req.outfile.is_dir():
         raise UsageError(f"--outfile {req.outfile} is a directory")
@@ -117,7 +124,7 @@ def build_package(req: BuildRequest, *, progress: bool | None = None) -> BuildRe
             trusted = client.trusted_metadata()
         version = installer_version(fetched)
         write_orbit_root(req, orbit_root, trusted, write_secret_file=builder.writes_secret_file)
-        ctx = BuildContext(req, version, stage, fetched, sde, verbose=req.verbose)
+        ctx = BuildContext(req, version, stage, fetched, sde, tooling, verbose=req.verbose)
         name = builder.default_filename(req, version)
         built = stage / "out" / name
         built.parent.mkdir()
@@ -128,6 +135,7 @@ def build_package(req: BuildRequest, *, progress: bool | None = None) -> BuildRe
         move_into_place(built, final)
         with contextlib.suppress(OSError):
             fsync_dir(final.parent)
-        return BuildResult(final, sha, size, version, req.type, target_summary(fetched))
+        used = f"docker:{tooling.image}" if isinstance(tooling, DockerTooling) else "native"
+        return BuildResult(final, sha, size, version, req.type, target_summary(fetched), used)
     finally:
         shutil.rmtree(stage, ignore_errors=True)

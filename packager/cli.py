@@ -32,6 +32,7 @@ from packager.options import BuildRequest
 from packager.repo.durations import parse_duration
 from packager.repo.repository import ROLES, Expirations, PublishResult, UpdateRepository, utcnow
 from packager.repo.status import render_text, repository_status
+from packager.tooling import DEFAULT_IMAGE, TOOLING_MODES
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -476,6 +477,12 @@ def _path_option(name: str, help_text: str) -> Callable[[F], F]:
     envvar="ORBIT_PACKAGER_ENROLL_SECRET",
     help="Enroll secret (or ORBIT_PACKAGER_ENROLL_SECRET; never printed).",
 )
+@click.option(
+    "--enroll-secret-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="ORBIT_PACKAGER_ENROLL_SECRET_FILE",
+    help="Read the enroll secret from this file (one trailing newline is ignored).",
+)
 @_path_option("--fleet-certificate", "CA bundle (PEM) for the Fleet server.")
 @click.option("--insecure", is_flag=True, help="Orbit skips TLS verification of Fleet.")
 @update_server_options
@@ -530,6 +537,22 @@ def _path_option(name: str, help_text: str) -> Callable[[F], F]:
     help="deb: gzip (default), xz, zstd, none; rpm: gzip (default), xz, zstd, lzma.",
 )
 @cache_options
+@click.option(
+    "--tooling",
+    type=click.Choice(TOOLING_MODES),
+    default="auto",
+    show_default=True,
+    envvar="ORBIT_PACKAGER_TOOLING",
+    help="Where nfpm/wixl run: native tools, our Docker image, or auto (native when "
+    "installed, else Docker). pkg needs no external tool.",
+)
+@click.option(
+    "--tooling-image",
+    default=DEFAULT_IMAGE,
+    show_default=True,
+    envvar="ORBIT_PACKAGER_TOOLING_IMAGE",
+    help="Docker image for --tooling docker/auto (build it with `make docker-image`).",
+)
 @click.option("--verbose", is_flag=True, help="Show the build steps on stderr.")
 @json_option
 def package(package_type: str, as_json: bool, **flags: Any) -> None:

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from packager.errors import UsageError
 from packager.fetch.client import FLEET_UPDATE_URL
 from packager.repo.naming import check_component
+from packager.tooling import DEFAULT_IMAGE, TOOLING_MODES
 
 PACKAGE_TYPES = ("deb", "rpm", "pkg", "msi")
 LINUX_TYPES = ("deb", "rpm")
@@ -107,6 +108,31 @@ def _check_key_pair(cert: Path, key: Path, which: str) -> None:
         )
 
 
+# [registry[:port]/]name[:tag][@digest]; docker checks the details, we make sure it starts with
+# a letter or digit and holds no character a shell or docker's option parser would read.
+_IMAGE_REFERENCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}")
+MAX_SECRET_FILE = 64 * 1024
+
+
+def read_secret_file(path: Path) -> str:
+    """The enroll secret from a file: UTF-8, one trailing newline removed (``echo`` adds one)."""
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_SECRET_FILE + 1)
+    except OSError as exc:
+        raise UsageError(f"--enroll-secret-file {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_SECRET_FILE:
+        raise UsageError(f"--enroll-secret-file {path} is larger than {MAX_SECRET_FILE} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"--enroll-secret-file {path} is not UTF-8 text") from None
+    text = text.removesuffix("\n").removesuffix("\r")
+    if not text:
+        raise UsageError(f"--enroll-secret-file {path} is empty")
+    return text
+
+
 @dataclass
 class BuildRequest:
     """Everything ``package`` needs, validated. Field names follow fleetctl's flags."""
@@ -115,6 +141,7 @@ class BuildRequest:
     arch: str | None = None
     fleet_url: str = ""
     enroll_secret: str = field(default="", repr=False)
+    enroll_secret_file: Path | None = None
     fleet_certificate: Path | None = None
     insecure: bool = False
     update_url: str = FLEET_UPDATE_URL
@@ -152,9 +179,15 @@ class BuildRequest:
     cache_dir: Path | None = None
     no_cache: bool = False
     offline: bool = False
+    tooling: str = "auto"
+    tooling_image: str = DEFAULT_IMAGE
     verbose: bool = False
 
     def __post_init__(self) -> None:
+        if self.enroll_secret_file is not None:
+            if self.enroll_secret:
+                raise UsageError("give --enroll-secret or --enroll-secret-file, not both")
+            self.enroll_secret = read_secret_file(self.enroll_secret_file)
         self.validate()
 
     # fleetctl's checks, in its order and words (reference fleet-packaging.md 1.1), then ours.
@@ -271,6 +304,14 @@ class BuildRequest:
                 raise UsageError(
                     f"--compression for {self.type} must be one of {', '.join(allowed)}"
                 )
+        if self.tooling not in TOOLING_MODES:
+            raise UsageError(f"--tooling must be one of {', '.join(TOOLING_MODES)}")
+        if not _IMAGE_REFERENCE.fullmatch(self.tooling_image):
+            # Never let a value that docker would read as an option reach its command line.
+            raise UsageError(
+                f"--tooling-image {self.tooling_image!r} is not a Docker image reference",
+                hint="e.g. orbit-packager:0.1.0 or registry.example.com/orbit-packager@sha256:…",
+            )
         if self.no_cache and (self.cache_dir or self.offline):
             raise UsageError("--no-cache cannot be combined with --cache-dir or --offline")
         for f in fields(self):

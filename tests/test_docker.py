@@ -1,0 +1,455 @@
+"""Issue 7: the Docker image and ``--tooling auto|native|docker``.
+
+Tests that need a Docker engine and the image are marked ``docker``. Without an engine they are
+skipped with the reason shown by ``-ra``; ``make docker-test`` builds the image and sets
+ORBIT_PACKAGER_REQUIRE_DOCKER=1, which turns any such skip into a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from packager.tooling import DEFAULT_IMAGE
+from scripts.source_hash import source_hash
+from tests.helpers import FaultServer, cli, demo_repo
+
+IMAGE = os.environ.get("ORBIT_PACKAGER_TEST_IMAGE", DEFAULT_IMAGE)
+SDE = "1700000000"
+# Characters every format carries exactly (no '$' or '[~]', which the MSI refuses).
+SECRET = "docker-canary \"q\" 's' & <x> ü"
+TYPES = ("deb", "rpm", "pkg", "msi")
+
+
+def _docker_problem() -> str | None:
+    docker = shutil.which("docker")
+    if docker is None:
+        return "docker CLI not installed"
+    try:
+        engine = subprocess.run(
+            [docker, "version", "--format", "{{.Server.Version}}"],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return "the Docker engine did not answer within 30 s"
+    if engine.returncode != 0:
+        return f"no Docker engine answers ({engine.stderr.strip().splitlines()[-1:]})"
+    image = subprocess.run(
+        [docker, "image", "inspect", IMAGE], capture_output=True, text=True, check=False
+    )
+    if image.returncode != 0:
+        return f"image {IMAGE} not built (make docker-image)"
+    labels = json.loads(image.stdout)[0]["Config"].get("Labels") or {}
+    if labels.get("org.fleetdm.orbit-packager.source-hash") != source_hash():
+        return f"image {IMAGE} was built from other sources (make docker-image)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def docker() -> str:
+    problem = _docker_problem()
+    if problem is not None:
+        if os.environ.get("ORBIT_PACKAGER_REQUIRE_DOCKER") == "1":
+            pytest.fail(f"Docker required (make docker-test) but {problem}")
+        pytest.skip(f"{problem}; run `make docker-test` to run the Docker tests")
+    found = shutil.which("docker")
+    assert found is not None
+    return found
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, FaultServer]]:
+    repo = demo_repo(tmp_path_factory.mktemp("demo") / "repo")
+    server = FaultServer(repo / "repository")
+    yield repo, server
+    server.close()
+
+
+def package_args(served, package_type: str, outfile: Path | str, roots: Path | str,
+                 secret_file: Path | str) -> list[str]:  # fmt: skip
+    _, server = served
+    return [
+        "package", "--type", package_type, "--update-url", server.url, "--update-roots",
+        str(roots), "--fleet-url", "https://fleet.example.com", "--enroll-secret-file",
+        str(secret_file), "--no-cache", "--fleet-desktop", "--outfile", str(outfile), "--json",
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def native(served, tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """Every format built natively: the reference the Docker builds must equal byte for byte."""
+    repo, _ = served
+    out = tmp_path_factory.mktemp("native")
+    secret = out / "secret.txt"
+    secret.write_text(SECRET + "\n")
+    built = {}
+    for t in TYPES:
+        proc = cli(*package_args(served, t, out / f"x.{t}", repo / "repository/root.json", secret),
+                   "--tooling", "native", env={"SOURCE_DATE_EPOCH": SDE})  # fmt: skip
+        assert json.loads(proc.stdout)["tooling"] == "native"
+        built[t] = (out / f"x.{t}").read_bytes()
+    return built
+
+
+def _bin_dir_with(tmp: Path, *tools: str) -> Path:
+    """A PATH directory holding only ``tools`` (symlinks): hides wixl, nfpm and the rest."""
+    bin_dir = tmp / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for tool in tools:
+        found = shutil.which(tool)
+        assert found is not None, tool
+        (bin_dir / tool).symlink_to(found)
+    return bin_dir
+
+
+# -- without an engine: choosing the tooling and its errors ----------------------------------
+
+
+def test_tooling_docker_without_docker_cli(served, tmp_path: Path) -> None:
+    repo, server = served
+    secret = tmp_path / "s"
+    secret.write_text("x")
+    bare = _bin_dir_with(tmp_path)
+    before = sum(server.requests.values())
+    out = cli(*package_args(served, "deb", tmp_path / "x.deb", repo / "repository/root.json",
+                            secret), "--tooling", "docker", env={"PATH": str(bare)}, check=False)  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip() == (
+        "orbit-packager: error: docker not found (install Docker, or use --tooling native)"
+    )
+    assert not (tmp_path / "x.deb").exists()
+    assert sum(server.requests.values()) == before  # refused before any download
+
+
+def test_tooling_docker_no_engine(served, tmp_path: Path) -> None:
+    if shutil.which("docker") is None:
+        pytest.skip("docker CLI not installed: the no-engine message cannot be produced")
+    repo, _ = served
+    secret = tmp_path / "s"
+    secret.write_text("x")
+    out = cli(*package_args(served, "msi", tmp_path / "x.msi", repo / "repository/root.json",
+                            secret), "--tooling", "docker",
+              env={"DOCKER_HOST": f"unix://{tmp_path}/no.sock"}, check=False)  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    assert "no Docker engine answers" in out.stderr
+    assert "(start Docker, or use --tooling native)" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x.msi").exists()
+
+
+def test_auto_without_wixl_or_docker_names_both(served, tmp_path: Path) -> None:
+    repo, _ = served
+    secret = tmp_path / "s"
+    secret.write_text("x")
+    bare = _bin_dir_with(tmp_path)
+    out = cli(*package_args(served, "msi", tmp_path / "x.msi", repo / "repository/root.json",
+                            secret), env={"PATH": str(bare)}, check=False)  # fmt: skip
+    assert out.returncode == 2
+    assert out.stderr.strip() == (
+        "orbit-packager: error: wixl not found, and the Docker tooling is unavailable: docker not"
+        " found (install msitools' wixl: Debian/Ubuntu `apt-get install wixl`, macOS `brew install"
+        " msitools`, or use --tooling docker)"
+    )
+
+
+def test_pkg_needs_no_tool_whatever_the_tooling(served, tmp_path: Path) -> None:
+    """pkg is written in Python: --tooling docker does not need Docker for it."""
+    repo, _ = served
+    secret = tmp_path / "s"
+    secret.write_text("x")
+    bare = _bin_dir_with(tmp_path)
+    out = cli(*package_args(served, "pkg", tmp_path / "x.pkg", repo / "repository/root.json",
+                            secret), "--tooling", "docker", env={"PATH": str(bare)})  # fmt: skip
+    assert json.loads(out.stdout)["tooling"] == "native"
+    assert (tmp_path / "x.pkg").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    "image",
+    ["--privileged", "-v/:/host", "img name", "img;rm", "", "x" * 300, "image\n"],
+)
+def test_bad_tooling_image_refused(served, tmp_path: Path, image: str) -> None:
+    repo, _ = served
+    secret = tmp_path / "s"
+    secret.write_text("x")
+    out = cli(*package_args(served, "deb", tmp_path / "x.deb", repo / "repository/root.json",
+                            secret), "--tooling", "docker", f"--tooling-image={image}",
+              check=False)  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    assert "is not a Docker image reference" in out.stderr
+
+
+def test_enroll_secret_file_rules(served, tmp_path: Path) -> None:
+    repo, _ = served
+    base = package_args(served, "deb", tmp_path / "x.deb", repo / "repository/root.json", "-")
+    i = base.index("--enroll-secret-file")
+    cases = {
+        "empty": (b"\n", "is empty"),
+        "binary": (b"\xff\xfe", "is not UTF-8 text"),
+        "big": (b"a" * 70000, "is larger than 65536 bytes"),
+    }
+    for name, (content, message) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        args = [*base[: i + 1], str(path), *base[i + 2 :]]
+        out = cli(*args, check=False)
+        assert out.returncode == 2 and message in out.stderr, (name, out.stderr)
+    both = [*base[: i + 1], str(tmp_path / "big"), *base[i + 2 :], "--enroll-secret", "x"]
+    out = cli(*both, check=False)
+    assert out.returncode == 2 and "not both" in out.stderr
+    missing = [*base[: i + 1], str(tmp_path / "nope"), *base[i + 2 :]]
+    out = cli(*missing, check=False)
+    assert out.returncode == 2 and "No such file or directory" in out.stderr
+    assert not (tmp_path / "x.deb").exists()
+
+
+# -- with the engine and the image -----------------------------------------------------------
+
+
+@pytest.mark.docker
+def test_image_is_small_non_root_and_has_no_compilers(docker: str) -> None:
+    info = json.loads(subprocess.run([docker, "image", "inspect", IMAGE], capture_output=True,
+                                     text=True, check=True).stdout)[0]  # fmt: skip
+    assert info["Config"]["User"] == "packager"
+    assert info["Config"]["Entrypoint"] == ["orbit-packager"]
+    size_mb = info["Size"] / 1e6
+    print(f"image {IMAGE}: {size_mb:.0f} MB")
+    assert size_mb < 800  # Fleet's WiX/Wine image is ~800 MB
+    probe = subprocess.run(
+        [docker, "run", "--rm", "--network", "none", "--entrypoint", "sh", IMAGE, "-c",
+         "id -u; for t in gcc cc c++ clang ld as make pip; do command -v $t; done;"
+         " wixl --version; msibuild 2>&1 | head -1; nfpm --version | grep -i version"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    lines = probe.stdout.split("\n")
+    assert lines[0] != "0"  # not root
+    assert "/" not in "".join(lines[1:3]), probe.stdout  # no compiler, linker, make or pip
+    assert "0.101" in probe.stdout and "2.48.0" in probe.stdout, probe.stdout
+    version = subprocess.run([docker, "run", "--rm", "--network", "none", IMAGE, "--version"],
+                             capture_output=True, text=True, check=True)  # fmt: skip
+    assert "orbit-packager, version" in version.stdout
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("package_type", ["deb", "rpm", "msi"])
+def test_tooling_docker_equals_native(docker: str, served, native, package_type: str,
+                                      tmp_path: Path) -> None:  # fmt: skip
+    """The nfpm/wixl steps run in the image; the installer is byte-identical to the native one."""
+    repo, _ = served
+    secret = tmp_path / "secret.txt"
+    secret.write_text(SECRET + "\n")
+    out = tmp_path / f"d.{package_type}"
+    proc = cli(*package_args(served, package_type, out, repo / "repository/root.json", secret),
+               "--tooling", "docker", "--tooling-image", IMAGE, "--verbose",
+               env={"SOURCE_DATE_EPOCH": SDE})  # fmt: skip
+    assert json.loads(proc.stdout)["tooling"] == f"docker:{IMAGE}"
+    assert f"{docker} run --rm" in proc.stderr  # --verbose shows the docker command
+    assert out.read_bytes() == native[package_type]
+    assert out.stat().st_uid == os.getuid() and (out.stat().st_mode & 0o777) == 0o600
+    assert "canary" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.docker
+def test_auto_builds_msi_through_image_when_wixl_is_hidden(docker: str, served, native,
+                                                          tmp_path: Path) -> None:  # fmt: skip
+    repo, _ = served
+    secret = tmp_path / "secret.txt"
+    secret.write_text(SECRET)
+    bin_dir = _bin_dir_with(tmp_path, "docker")  # docker, but no wixl/msibuild on PATH
+    args = package_args(served, "msi", tmp_path / "a.msi", repo / "repository/root.json", secret)
+    env = {"PATH": str(bin_dir), "SOURCE_DATE_EPOCH": SDE}
+    auto = cli(*args, "--tooling", "auto", env=env)
+    assert json.loads(auto.stdout)["tooling"] == f"docker:{IMAGE}"
+    assert (tmp_path / "a.msi").read_bytes() == native["msi"]
+
+    args = package_args(served, "msi", tmp_path / "n.msi", repo / "repository/root.json", secret)
+    forced = cli(*args, "--tooling", "native", env=env, check=False)
+    assert forced.returncode == 2
+    assert forced.stderr.strip() == (
+        "orbit-packager: error: wixl not found (install msitools' wixl: Debian/Ubuntu `apt-get"
+        " install wixl`, macOS `brew install msitools`, or use --tooling docker)"
+    )
+    assert not (tmp_path / "n.msi").exists()
+
+
+@pytest.mark.docker
+def test_missing_image_hint(docker: str, served, tmp_path: Path) -> None:
+    repo, _ = served
+    secret = tmp_path / "s"
+    secret.write_text("x")
+    out = cli(*package_args(served, "rpm", tmp_path / "x.rpm", repo / "repository/root.json",
+                            secret), "--tooling", "docker",
+              "--tooling-image", "orbit-packager:no-such-tag", check=False)  # fmt: skip
+    assert out.returncode == 2
+    assert "Docker image orbit-packager:no-such-tag is not present" in out.stderr
+    assert "make docker-image" in out.stderr
+    assert not (tmp_path / "x.rpm").exists()
+
+
+@pytest.mark.docker
+def test_docker_run_arguments_hold_no_secret(docker: str, served, tmp_path: Path) -> None:
+    """Every child process (docker CLI included), with its argv and environment, via audit hook:
+    no secret; one bind mount (the private stage); no network; the caller's uid:gid."""
+    repo, _ = served
+    secret = tmp_path / "secret.txt"
+    secret.write_text(SECRET)
+    args = [*package_args(served, "deb", tmp_path / "x.deb", repo / "repository/root.json",
+                          secret), "--tooling", "docker"]  # fmt: skip
+    code = f"""
+import sys, json
+seen = []
+def hook(event, args):
+    if event == "subprocess.Popen":
+        seen.append([list(map(str, args[1])), dict(args[3] or {{}})])
+sys.addaudithook(hook)
+from packager.cli import main
+try:
+    main({args!r})
+except SystemExit as e:
+    assert e.code in (0, None), e.code
+print(json.dumps(seen))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    runs = [argv for argv, _ in seen if argv[1:3] == ["run", "--rm"]]
+    assert len(runs) == 1, seen  # nfpm, once
+    argv = runs[0]
+    assert "canary" not in json.dumps(seen) and "canary" not in proc.stderr
+    assert argv[argv.index("--network") + 1] == "none"
+    assert argv[argv.index("--user") + 1] == f"{os.getuid()}:{os.getgid()}"
+    assert "--read-only" in argv and argv[argv.index("--cap-drop") + 1] == "ALL"
+    mounts = [argv[i + 1] for i, a in enumerate(argv) if a in ("--mount", "-v", "--volume")]
+    assert len(mounts) == 1 and mounts[0].endswith(",target=/build"), mounts
+    source = mounts[0].split('"source=')[1].split('"')[0]
+    assert Path(source).name.startswith("orbit-packager-build-")
+    assert not Path(source).exists()  # the private stage is gone after the build
+    envs = sorted(argv[i + 1].split("=")[0] for i, a in enumerate(argv) if a == "--env")
+    assert envs == ["HOME", "LC_ALL", "TMPDIR"]
+    assert argv[argv.index("--entrypoint") + 1] == "nfpm"
+    assert not any(a.startswith("/tmp") or a.startswith("/root") for a in argv[argv.index(IMAGE) :])
+
+
+@pytest.mark.docker
+def test_outputs_belong_to_a_non_root_caller(docker: str, served, request) -> None:
+    """Run as an unprivileged user (in the docker group): the container runs as that uid:gid,
+    and the installer it helped build belongs to that user."""
+    if os.getuid() != 0:
+        pytest.skip("needs root to switch to another user")
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) not installed")
+    import grp
+
+    sock = Path("/var/run/docker.sock")
+    gid = sock.stat().st_gid
+    uid = 4321
+    # pytest's tmp_path sits below a 0700 root directory: the user gets its own under /tmp.
+    work = Path(tempfile.mkdtemp(prefix="orbit-packager-user-"))
+    request.addfinalizer(lambda: shutil.rmtree(work, ignore_errors=True))
+    os.chown(work, uid, uid)
+    secret = work / "secret.txt"
+    secret.write_text(SECRET)
+    os.chown(secret, uid, uid)
+    roots = work / "root.json"
+    shutil.copy(served[0] / "repository/root.json", roots)
+    args = package_args(served, "deb", work / "u.deb", roots, secret)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
+    env.update({"HOME": str(work), "TMPDIR": str(work)})
+    proc = subprocess.run(
+        ["setpriv", f"--reuid={uid}", f"--regid={uid}", f"--groups={gid}", sys.executable,
+         "-m", "packager", *args, "--tooling", "docker", "--verbose"],
+        capture_output=True, text=True, env=env, check=False, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, (grp.getgrgid(gid).gr_name, proc.stderr)
+    assert f"--user {uid}:{uid}" in proc.stderr
+    st = (work / "u.deb").stat()
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (uid, uid, 0o600)
+    assert sorted(p.name for p in work.iterdir()) == ["root.json", "secret.txt", "u.deb"]
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("package_type", TYPES)
+def test_whole_build_inside_the_container_equals_native(docker: str, served, native,
+                                                        package_type: str,
+                                                        tmp_path: Path) -> None:  # fmt: skip
+    """`docker run IMAGE package …` (the README's usage), output in a mounted directory."""
+    repo, _ = served
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copy(repo / "repository/root.json", out / "root.json")
+    (out / "secret.txt").write_text(SECRET + "\n")
+    args = package_args(served, package_type, f"/out/x.{package_type}", "/out/root.json",
+                        "/out/secret.txt")  # fmt: skip
+    proc = subprocess.run(
+        [docker, "run", "--rm", "--network", "host", "--user", f"{os.getuid()}:{os.getgid()}",
+         "-v", f"{out}:/out", "-w", "/out", "-e", f"SOURCE_DATE_EPOCH={SDE}", IMAGE, *args],
+        capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["tooling"] == "native"  # the image's own tools
+    assert (out / f"x.{package_type}").read_bytes() == native[package_type]
+
+
+@pytest.mark.docker
+def test_interrupt_removes_the_container(docker: str, served, tmp_path: Path) -> None:
+    """Ctrl-C during a tool step: exit 130, the container is gone, no output, no stage left."""
+    tag = "orbit-packager-test:slow-wixl"
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Dockerfile").write_text(
+        f"FROM {IMAGE}\nUSER root\n"
+        "RUN printf '#!/bin/sh\\nexec sleep 120\\n' > /usr/local/bin/wixl"
+        " && chmod 755 /usr/local/bin/wixl\nUSER packager\n"
+    )
+    subprocess.run([docker, "build", "--network", "none", "-q", "-t", tag, str(context)],
+                   check=True, capture_output=True)  # fmt: skip
+    repo, _ = served
+    secret = tmp_path / "s"
+    secret.write_text("x")
+    stage_parent = tmp_path / "tmp"
+    stage_parent.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
+    env["TMPDIR"] = str(stage_parent)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "packager",
+         *package_args(served, "msi", tmp_path / "x.msi", repo / "repository/root.json", secret),
+         "--tooling", "docker", "--tooling-image", tag],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+    def ours() -> list[str]:
+        listed = subprocess.run(
+            [docker, "ps", "-a", "--filter", f"ancestor={tag}", "--format", "{{.Names}}"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        return listed.stdout.split()
+
+    try:
+        for _ in range(120):
+            if ours():
+                break
+            time.sleep(0.25)
+        assert ours(), "the wixl container never started"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert err.strip() == "orbit-packager: aborted"
+    for _ in range(40):
+        if not ours():
+            break
+        time.sleep(0.25)
+    assert ours() == []
+    assert not (tmp_path / "x.msi").exists()
+    assert list(stage_parent.iterdir()) == []
+    subprocess.run([docker, "image", "rm", tag], capture_output=True, check=False)
