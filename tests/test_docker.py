@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from collections.abc import Iterator
@@ -99,6 +100,20 @@ def native(served, tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]
         assert json.loads(proc.stdout)["tooling"] == "native"
         built[t] = (out / f"x.{t}").read_bytes()
     return built
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """Copy a tree, hard-linking files when on the same file system."""
+
+    def link_or_copy(a: str, b: str) -> object:
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+        return b
+
+    shutil.copytree(src, dst, symlinks=True, copy_function=link_or_copy,
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
 
 
 def _bin_dir_with(tmp: Path, *tools: str) -> Path:
@@ -352,28 +367,44 @@ def test_outputs_belong_to_a_non_root_caller(docker: str, served, request) -> No
     sock = Path("/var/run/docker.sock")
     gid = sock.stat().st_gid
     uid = 4321
-    # pytest's tmp_path sits below a 0700 root directory: the user gets its own under /tmp.
+    # pytest's tmp_path and this checkout may sit below 0700 root directories: the user gets
+    # its own directory under /tmp, with a copy of the code and its dependencies (hard links
+    # where possible), run by the system Python of the same version.
+    python = Path(f"/usr/bin/python3.{sys.version_info.minor}")
+    if not python.exists():
+        pytest.skip(f"{python} not installed (needed to run as another user)")
     work = Path(tempfile.mkdtemp(prefix="orbit-packager-user-"))
     request.addfinalizer(lambda: shutil.rmtree(work, ignore_errors=True))
-    os.chown(work, uid, uid)
-    secret = work / "secret.txt"
+    code = work / "code"
+    project = Path(__file__).resolve().parent.parent
+    for name in ("packager", "templates"):
+        _link_tree(project / name, code / name)
+    for index, site in enumerate(sorted({sysconfig.get_paths()["purelib"],
+                                         sysconfig.get_paths()["platlib"]})):  # fmt: skip
+        _link_tree(Path(site), work / f"site{index}")
+    # Readable by the user; nothing is chowned, since hard links share the originals' owner.
+    work.chmod(0o755)
+    out = work / "out"
+    out.mkdir()
+    os.chown(out, uid, uid)
+    secret = out / "secret.txt"
     secret.write_text(SECRET)
-    os.chown(secret, uid, uid)
-    roots = work / "root.json"
+    roots = out / "root.json"
     shutil.copy(served[0] / "repository/root.json", roots)
-    args = package_args(served, "deb", work / "u.deb", roots, secret)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
-    env.update({"HOME": str(work), "TMPDIR": str(work)})
+    args = package_args(served, "deb", out / "u.deb", roots, secret)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLEET_", "PYTHON"))}
+    pythonpath = [str(code), *(str(p) for p in sorted(work.glob("site*")))]
+    env.update({"HOME": str(out), "TMPDIR": str(out), "PYTHONPATH": os.pathsep.join(pythonpath)})
     proc = subprocess.run(
-        ["setpriv", f"--reuid={uid}", f"--regid={uid}", f"--groups={gid}", sys.executable,
+        ["setpriv", f"--reuid={uid}", f"--regid={uid}", f"--groups={gid}", str(python),
          "-m", "packager", *args, "--tooling", "docker", "--verbose"],
         capture_output=True, text=True, env=env, check=False, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, (grp.getgrgid(gid).gr_name, proc.stderr)
     assert f"--user {uid}:{uid}" in proc.stderr
-    st = (work / "u.deb").stat()
+    st = (out / "u.deb").stat()
     assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (uid, uid, 0o600)
-    assert sorted(p.name for p in work.iterdir()) == ["root.json", "secret.txt", "u.deb"]
+    assert sorted(p.name for p in out.iterdir()) == ["root.json", "secret.txt", "u.deb"]
 
 
 @pytest.mark.docker
