@@ -32,10 +32,11 @@ test: lint typecheck pytest
 
 # The image with the whole toolchain (Dockerfile). Behind a TLS-inspecting proxy, pip in the
 # builder stage needs the proxy's CA: the bundle named by $$PIP_CERT is handed to that stage only.
+# DOCKER_BUILD_FLAGS adds flags, e.g. make docker-image DOCKER_BUILD_FLAGS=--no-cache
 docker-image:
 	@rm -f docker/extra-ca/pip-cert.pem
 	@if [ -n "$$PIP_CERT" ] && [ -f "$$PIP_CERT" ]; then cp "$$PIP_CERT" docker/extra-ca/pip-cert.pem; fi
-	docker build --network host --build-arg SOURCE_HASH=$$($(PY) scripts/source_hash.py) -t $(IMAGE) .
+	docker build $(DOCKER_BUILD_FLAGS) --network host --build-arg SOURCE_HASH=$$($(PY) scripts/source_hash.py) -t $(IMAGE) .
 	@rm -f docker/extra-ca/pip-cert.pem
 	@docker image inspect --format '$(IMAGE): {{.Size}} bytes' $(IMAGE)
 
