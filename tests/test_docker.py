@@ -44,7 +44,8 @@ def _docker_problem() -> str | None:
     except subprocess.TimeoutExpired:
         return "the Docker engine did not answer within 30 s"
     if engine.returncode != 0:
-        return f"no Docker engine answers ({engine.stderr.strip().splitlines()[-1:]})"
+        last = (engine.stderr.strip().splitlines() or [f"exit code {engine.returncode}"])[-1]
+        return f"no Docker engine answers ({last})"
     image = subprocess.run(
         [docker, "image", "inspect", IMAGE], capture_output=True, text=True, check=False
     )
