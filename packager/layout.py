@@ -15,8 +15,6 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import certifi
-
 from packager.fetch.client import FLEET_UPDATE_URL
 from packager.fetch.targets import FetchedTarget
 from packager.options import BuildRequest
@@ -24,6 +22,14 @@ from packager.options import BuildRequest
 DIR_MODE = 0o755
 SECRET_MODE = 0o600
 PUBLIC_MODE = 0o644
+
+# The CA bundle installed as certs.pem: a pinned copy of Mozilla's bundle (certifi's cacert.pem),
+# like the fixed bundle fleetctl embeds. Never the host's own bundle, which may hold local or
+# TLS-inspection CAs (it did on our build machines) and changes under us, breaking reproducible
+# builds. Refresh with scripts/update_certs.py, which also updates the hash below.
+CA_BUNDLE = Path(__file__).resolve().parent / "data" / "certs.pem"
+CA_BUNDLE_SOURCE = "certifi 2026.10.19.post1"
+CA_BUNDLE_SHA256 = "d87887200c9a705dccc937b9b83b5e67e47024c4a4b7f9dd15700c72e0f55453"
 EXEC_MODE = 0o755
 
 
@@ -99,7 +105,7 @@ def write_orbit_root(
     """Write the files every format puts in the Orbit root (targets are fetched separately)."""
     root.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
     (root / "staging").mkdir(exist_ok=True, mode=DIR_MODE)
-    _copy(Path(certifi.where()), root / "certs.pem", PUBLIC_MODE)
+    _copy(CA_BUNDLE, root / "certs.pem", PUBLIC_MODE)
     if req.fleet_certificate:
         _copy(req.fleet_certificate, root / "fleet.pem", PUBLIC_MODE)
     if req.update_tls_certificate:

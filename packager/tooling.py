@@ -52,29 +52,33 @@ class ToolError(PackagerError):
     """An external tool (nfpm, wixl, docker) is missing or failed."""
 
 
+@dataclass(frozen=True)
+class ToolStep:
+    """One run of an external tool inside the private build directory ``stage``.
+
+    ``args`` name files relative to ``cwd`` (``stage`` or below it); ``env`` is the tool's whole
+    environment besides PATH.
+    """
+
+    tool: str
+    args: list[str]
+    stage: Path
+    cwd: Path
+    env: dict[str, str]
+    what: str  # how errors name the step, e.g. "nfpm (deb)"
+    verbose: bool = False
+
+
 class Tooling(Protocol):
-    """Runs one external tool step inside the private build directory ``stage``."""
+    """Runs external tool steps."""
 
     @property
     def kind(self) -> str:
         """ "native" or "docker"."""
         ...
 
-    def run(
-        self,
-        tool: str,
-        args: list[str],
-        *,
-        stage: Path,
-        cwd: Path,
-        env: dict[str, str],
-        what: str,
-        verbose: bool,
-    ) -> None:
-        """Run ``tool args`` with working directory ``cwd`` (``stage`` or below it).
-
-        ``args`` name files relative to ``cwd``; ``env`` is the tool's whole environment.
-        """
+    def run(self, step: ToolStep) -> None:
+        """Run the step; raises ToolError when the tool fails."""
         ...
 
 
@@ -103,20 +107,10 @@ class NativeTooling:
     paths: dict[str, str]
     kind: str = "native"
 
-    def run(
-        self,
-        tool: str,
-        args: list[str],
-        *,
-        stage: Path,
-        cwd: Path,
-        env: dict[str, str],
-        what: str,
-        verbose: bool,
-    ) -> None:
-        full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env}
-        proc = _run_and_report([self.paths[tool], *args], full_env, cwd, what, verbose)
-        _check(proc, what)
+    def run(self, step: ToolStep) -> None:
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **step.env}
+        argv = [self.paths[step.tool], *step.args]
+        _check(_run_and_report(argv, env, step.cwd, step.what, step.verbose), step.what)
 
 
 @dataclass(frozen=True)
@@ -127,22 +121,11 @@ class DockerTooling:
     image: str
     kind: str = "docker"
 
-    def run(
-        self,
-        tool: str,
-        args: list[str],
-        *,
-        stage: Path,
-        cwd: Path,
-        env: dict[str, str],
-        what: str,
-        verbose: bool,
-    ) -> None:
-        host_stage = str(stage)
-        if any(host_stage in arg for arg in args):
+    def run(self, step: ToolStep) -> None:
+        if any(str(step.stage) in arg for arg in step.args):
             # A host path would not exist in the container: builders pass relative paths.
-            raise ValueError(f"{what}: tool arguments must be relative to the build directory")
-        workdir = CONTAINER_STAGE.joinpath(*cwd.relative_to(stage).parts)
+            raise ValueError(f"{step.what}: tool arguments must be relative to the build directory")
+        workdir = CONTAINER_STAGE.joinpath(*step.cwd.relative_to(step.stage).parts)
         name = f"orbit-packager-{secrets.token_hex(6)}"
         argv = [
             self.docker,
@@ -161,17 +144,17 @@ class DockerTooling:
             "no-new-privileges",
             "--init",  # tools as PID 1 would ignore Ctrl-C
             "--mount",
-            bind_mount(stage, CONTAINER_STAGE),
+            bind_mount(step.stage, CONTAINER_STAGE),
             "--workdir",
             str(workdir),
             *user_flags(),
         ]
-        container_env = {**env, "HOME": str(CONTAINER_STAGE), "TMPDIR": str(CONTAINER_STAGE)}
+        container_env = {**step.env, "HOME": str(CONTAINER_STAGE), "TMPDIR": str(CONTAINER_STAGE)}
         for key, value in sorted(container_env.items()):
             argv += ["--env", f"{key}={value}"]
-        argv += ["--entrypoint", tool, self.image, *args]
+        argv += ["--entrypoint", step.tool, self.image, *step.args]
         try:
-            proc = _run_and_report(argv, docker_client_env(), None, what, verbose)
+            proc = _run_and_report(argv, docker_client_env(), None, step.what, step.verbose)
         except BaseException:
             # Interrupted: do not leave the container writing into a directory we remove.
             subprocess.run(
@@ -182,7 +165,7 @@ class DockerTooling:
                 timeout=ENGINE_TIMEOUT,
             )
             raise
-        _check(proc, f"{what} (in {self.image})")
+        _check(proc, f"{step.what} (in {self.image})")
 
 
 def bind_mount(source: Path, target: PurePosixPath) -> str:

@@ -1,11 +1,21 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import TEST_PASSPHRASES, cli
+from tests.helpers import TEST_PASSPHRASES, FaultServer, cli, demo_repo
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, FaultServer]]:
+    """The demo update repository (fixtures/demo-repo), served on 127.0.0.1 for one module."""
+    repo = demo_repo(tmp_path_factory.mktemp("demo") / "repo")
+    server = FaultServer(repo / "repository")
+    yield repo, server
+    server.close()
 
 
 @pytest.fixture(scope="session")

@@ -16,14 +16,13 @@ import sys
 import sysconfig
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from packager.tooling import DEFAULT_IMAGE
 from scripts.source_hash import source_hash
-from tests.helpers import FaultServer, cli, demo_repo
+from tests.helpers import cli
 
 IMAGE = os.environ.get("ORBIT_PACKAGER_TEST_IMAGE", DEFAULT_IMAGE)
 SDE = "1700000000"
@@ -69,14 +68,6 @@ def docker() -> str:
     return found
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, FaultServer]]:
-    repo = demo_repo(tmp_path_factory.mktemp("demo") / "repo")
-    server = FaultServer(repo / "repository")
-    yield repo, server
-    server.close()
-
-
 def package_args(served, package_type: str, outfile: Path | str, roots: Path | str,
                  secret_file: Path | str) -> list[str]:  # fmt: skip
     _, server = served
@@ -101,6 +92,14 @@ def native(served, tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]
         assert json.loads(proc.stdout)["tooling"] == "native"
         built[t] = (out / f"x.{t}").read_bytes()
     return built
+
+
+def quick_args(served, tmp_path: Path, package_type: str) -> list[str]:
+    """package arguments with a throwaway secret file and the demo root, output x.TYPE."""
+    secret = tmp_path / "s"
+    secret.write_text("x")
+    roots = served[0] / "repository/root.json"
+    return package_args(served, package_type, tmp_path / f"x.{package_type}", roots, secret)
 
 
 def _link_tree(src: Path, dst: Path) -> None:
@@ -132,13 +131,16 @@ def _bin_dir_with(tmp: Path, *tools: str) -> Path:
 
 
 def test_tooling_docker_without_docker_cli(served, tmp_path: Path) -> None:
-    repo, server = served
-    secret = tmp_path / "s"
-    secret.write_text("x")
+    server = served[1]
     bare = _bin_dir_with(tmp_path)
     before = sum(server.requests.values())
-    out = cli(*package_args(served, "deb", tmp_path / "x.deb", repo / "repository/root.json",
-                            secret), "--tooling", "docker", env={"PATH": str(bare)}, check=False)  # fmt: skip
+    out = cli(
+        *quick_args(served, tmp_path, "deb"),
+        "--tooling",
+        "docker",
+        env={"PATH": str(bare)},
+        check=False,
+    )
     assert out.returncode == 2, out.stderr
     assert out.stderr.strip() == (
         "orbit-packager: error: docker not found (install Docker, or use --tooling native)"
@@ -150,11 +152,7 @@ def test_tooling_docker_without_docker_cli(served, tmp_path: Path) -> None:
 def test_tooling_docker_no_engine(served, tmp_path: Path) -> None:
     if shutil.which("docker") is None:
         pytest.skip("docker CLI not installed: the no-engine message cannot be produced")
-    repo, _ = served
-    secret = tmp_path / "s"
-    secret.write_text("x")
-    out = cli(*package_args(served, "msi", tmp_path / "x.msi", repo / "repository/root.json",
-                            secret), "--tooling", "docker",
+    out = cli(*quick_args(served, tmp_path, "msi"), "--tooling", "docker",
               env={"DOCKER_HOST": f"unix://{tmp_path}/no.sock"}, check=False)  # fmt: skip
     assert out.returncode == 2, out.stderr
     assert "no Docker engine answers" in out.stderr
@@ -164,12 +162,8 @@ def test_tooling_docker_no_engine(served, tmp_path: Path) -> None:
 
 
 def test_auto_without_wixl_or_docker_names_both(served, tmp_path: Path) -> None:
-    repo, _ = served
-    secret = tmp_path / "s"
-    secret.write_text("x")
     bare = _bin_dir_with(tmp_path)
-    out = cli(*package_args(served, "msi", tmp_path / "x.msi", repo / "repository/root.json",
-                            secret), env={"PATH": str(bare)}, check=False)  # fmt: skip
+    out = cli(*quick_args(served, tmp_path, "msi"), env={"PATH": str(bare)}, check=False)
     assert out.returncode == 2
     assert out.stderr.strip() == (
         "orbit-packager: error: wixl not found, and the Docker tooling is unavailable: docker not"
@@ -180,12 +174,8 @@ def test_auto_without_wixl_or_docker_names_both(served, tmp_path: Path) -> None:
 
 def test_pkg_needs_no_tool_whatever_the_tooling(served, tmp_path: Path) -> None:
     """pkg is written in Python: --tooling docker does not need Docker for it."""
-    repo, _ = served
-    secret = tmp_path / "s"
-    secret.write_text("x")
     bare = _bin_dir_with(tmp_path)
-    out = cli(*package_args(served, "pkg", tmp_path / "x.pkg", repo / "repository/root.json",
-                            secret), "--tooling", "docker", env={"PATH": str(bare)})  # fmt: skip
+    out = cli(*quick_args(served, tmp_path, "pkg"), "--tooling", "docker", env={"PATH": str(bare)})
     assert json.loads(out.stdout)["tooling"] == "native"
     assert (tmp_path / "x.pkg").stat().st_size > 0
 
@@ -195,11 +185,7 @@ def test_pkg_needs_no_tool_whatever_the_tooling(served, tmp_path: Path) -> None:
     ["--privileged", "-v/:/host", "img name", "img;rm", "", "x" * 300, "image\n"],
 )
 def test_bad_tooling_image_refused(served, tmp_path: Path, image: str) -> None:
-    repo, _ = served
-    secret = tmp_path / "s"
-    secret.write_text("x")
-    out = cli(*package_args(served, "deb", tmp_path / "x.deb", repo / "repository/root.json",
-                            secret), "--tooling", "docker", f"--tooling-image={image}",
+    out = cli(*quick_args(served, tmp_path, "deb"), "--tooling", "docker", f"--tooling-image={image}",
               check=False)  # fmt: skip
     assert out.returncode == 2, out.stderr
     assert "is not a Docker image reference" in out.stderr
@@ -300,11 +286,7 @@ def test_auto_builds_msi_through_image_when_wixl_is_hidden(docker: str, served, 
 
 @pytest.mark.docker
 def test_missing_image_hint(docker: str, served, tmp_path: Path) -> None:
-    repo, _ = served
-    secret = tmp_path / "s"
-    secret.write_text("x")
-    out = cli(*package_args(served, "rpm", tmp_path / "x.rpm", repo / "repository/root.json",
-                            secret), "--tooling", "docker",
+    out = cli(*quick_args(served, tmp_path, "rpm"), "--tooling", "docker",
               "--tooling-image", "orbit-packager:no-such-tag", check=False)  # fmt: skip
     assert out.returncode == 2
     assert "Docker image orbit-packager:no-such-tag is not present" in out.stderr
@@ -444,17 +426,13 @@ def test_interrupt_removes_the_container(docker: str, served, tmp_path: Path) ->
     )
     subprocess.run([docker, "build", "--network", "none", "-q", "-t", tag, str(context)],
                    check=True, capture_output=True)  # fmt: skip
-    repo, _ = served
-    secret = tmp_path / "s"
-    secret.write_text("x")
     stage_parent = tmp_path / "tmp"
     stage_parent.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
     env["TMPDIR"] = str(stage_parent)
     proc = subprocess.Popen(
         [sys.executable, "-m", "packager",
-         *package_args(served, "msi", tmp_path / "x.msi", repo / "repository/root.json", secret),
-         "--tooling", "docker", "--tooling-image", tag],
+         *quick_args(served, tmp_path, "msi"), "--tooling", "docker", "--tooling-image", tag],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
 

@@ -7,26 +7,17 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import FaultServer, cli, demo_repo
+from tests.helpers import FaultServer, cli
 from tests.systemd_env import parse_env_file
 
 # Every character systemd or a shell might trip on, plus unicode.
 CANARY = "canary-7f3a \"q\" 's' $HOME `id` \\ # ; = ünï"
 SDE = "1700000000"
 ORBIT = "/opt/orbit"
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, FaultServer]]:
-    repo = demo_repo(tmp_path_factory.mktemp("demo") / "repo")
-    server = FaultServer(repo / "repository")
-    yield repo, server
-    server.close()
 
 
 def package_args(served: tuple[Path, FaultServer], *extra: str | Path) -> list[str | Path]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,19 +14,11 @@ from packager.errors import UsageError
 from packager.formats.msi import formatted, orbit_environment, table_rows
 from packager.options import BuildRequest, has_control_chars, msi_encodable
 from packager.render import render_xml
-from tests.helpers import FIXTURES, FaultServer, cli, demo_repo
+from tests.helpers import FIXTURES, cli
 
 SECRET = "msi-canary \"q\" 's' %x `y` \\ & < > [z] {w} ü"
 SDE = "1700000000"
 UPGRADE_CODE = "{B681CB20-107E-428A-9B14-2D3C1AFED244}"
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, FaultServer]]:
-    repo = demo_repo(tmp_path_factory.mktemp("demo") / "repo")
-    server = FaultServer(repo / "repository")
-    yield repo, server
-    server.close()
 
 
 def build(served, out: Path, *extra: str | Path, secret: str = SECRET, sde: str = SDE) -> Path:
@@ -163,12 +154,11 @@ def test_msiextract_equals_staged_tree(msi: Path, served, tmp_path: Path) -> Non
     got = {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
            for p in root.rglob("*") if p.is_file()}  # fmt: skip
     exe = FIXTURES / "executables/orbit-windows-x86_64.exe"
-    import certifi
-
+    from packager.layout import CA_BUNDLE
     from packager.render import templates_dir
 
     want = {
-        "certs.pem": Path(certifi.where()),
+        "certs.pem": CA_BUNDLE,
         "write-secret.ps1": templates_dir() / "windows/write-secret.ps1",
         "bin/orbit/orbit.exe": exe,
         "bin/orbit/windows/stable/orbit.exe": exe,

@@ -7,7 +7,6 @@ import gzip
 import os
 import plistlib
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyapplebom
@@ -20,18 +19,10 @@ from packager.formats.pkg import launch_daemon
 from packager.options import BuildRequest, has_control_chars
 from packager.writers.bom import write_bom
 from packager.writers.cpio import write_cpio_gz
-from tests.helpers import FaultServer, cli, demo_repo
+from tests.helpers import cli
 
 SECRET = 'pkg-canary "q" <&> $x ü'
 SDE = "1700000000"
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, FaultServer]]:
-    repo = demo_repo(tmp_path_factory.mktemp("demo") / "repo")
-    server = FaultServer(repo / "repository")
-    yield repo, server
-    server.close()
 
 
 def build(served, out: Path, *extra: str | Path, secret: str = SECRET) -> Path:
@@ -92,9 +83,9 @@ def test_payload_tree(extracted: Path) -> None:
                 "opt/orbit/bin/osqueryd/macos-app/stable/osquery.app/Contents/MacOS/osqueryd",
                 "opt/orbit/bin/desktop/macos/stable/Fleet Desktop.app/Contents/MacOS/fleet-desktop"):  # fmt: skip
         assert files[rel].read_bytes() == exe.read_bytes(), rel
-    import certifi
+    from packager.layout import CA_BUNDLE
 
-    assert files["opt/orbit/certs.pem"].read_bytes() == Path(certifi.where()).read_bytes()
+    assert files["opt/orbit/certs.pem"].read_bytes() == CA_BUNDLE.read_bytes()
 
 
 def test_bom_equals_payload(extracted: Path) -> None:

@@ -9,7 +9,7 @@ from typing import Protocol
 
 from packager.fetch.targets import FetchedTarget
 from packager.options import BuildRequest
-from packager.tooling import ToolError, Tooling
+from packager.tooling import ToolError, Tooling, ToolStep
 
 __all__ = ["BuildContext", "Builder", "ToolError", "run_tool", "stamp_tree"]
 
@@ -63,15 +63,7 @@ def run_tool(
     env = {"LC_ALL": "C", "HOME": str(ctx.stage), "TMPDIR": str(ctx.stage)}
     if ctx.source_date_epoch is not None:
         env["SOURCE_DATE_EPOCH"] = str(ctx.source_date_epoch)
-    ctx.tooling.run(
-        tool,
-        args,
-        stage=ctx.stage,
-        cwd=cwd or ctx.stage,
-        env=env,
-        what=what,
-        verbose=ctx.verbose,
-    )
+    ctx.tooling.run(ToolStep(tool, args, ctx.stage, cwd or ctx.stage, env, what, ctx.verbose))
 
 
 def stamp_tree(top: Path, when: int | None) -> None:
