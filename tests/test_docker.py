@@ -348,6 +348,8 @@ def test_outputs_belong_to_a_non_root_caller(docker: str, served, request) -> No
     import grp
 
     sock = Path("/var/run/docker.sock")
+    if os.environ.get("DOCKER_HOST") or not sock.is_socket():
+        pytest.skip("the engine is not at /var/run/docker.sock: cannot grant another user access")
     gid = sock.stat().st_gid
     uid = 4321
     # pytest's tmp_path and this checkout may sit below 0700 root directories: the user gets
