@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # orbit-packager with every tool it drives: nfpm (deb, rpm) and msitools' wixl (msi); pkg is
 # written in pure Python. Build:   docker build --network host -t orbit-packager:VERSION .
 # Use:   docker run --rm --user "$(id -u):$(id -g)" -v "$PWD:/out" -w /out \
