@@ -49,6 +49,16 @@ def _duration(role_or_name: str) -> Callable[[click.Context, click.Parameter, st
     return convert
 
 
+def warn_option(f: F) -> F:
+    return click.option(
+        "--warn",
+        default="72h",
+        show_default=True,
+        callback=_duration("--warn"),
+        help="Exit 1 when a role expires within this duration.",
+    )(f)
+
+
 def path_option(f: F) -> F:
     return click.option(
         "--path",
@@ -214,13 +224,7 @@ def rotate(path: Path, role: str, as_json: bool, **exp: timedelta) -> None:
 
 @updates.command()
 @path_option
-@click.option(
-    "--warn",
-    default="72h",
-    show_default=True,
-    callback=_duration("--warn"),
-    help="Exit 1 when a role expires within this duration.",
-)
+@warn_option
 @click.option("--targets", "with_targets", is_flag=True, help="Also list every target path.")
 @json_option
 def status(path: Path, warn: timedelta, with_targets: bool, as_json: bool) -> None:
@@ -312,13 +316,7 @@ def _http_options(
 @cli.command()
 @update_server_options
 @click.option("--target", "patterns", multiple=True, help="Only targets matching this glob.")
-@click.option(
-    "--warn",
-    default="72h",
-    show_default=True,
-    callback=_duration("--warn"),
-    help="Exit 1 when a role expires within this duration.",
-)
+@warn_option
 @click.option(
     "--download-dir",
     type=click.Path(file_okay=False, path_type=Path),

@@ -9,6 +9,14 @@ import pytest
 from tests.helpers import TEST_PASSPHRASES, FaultServer, cli, demo_repo
 
 
+@pytest.fixture
+def server(repo: Path) -> Iterator[FaultServer]:
+    """The module's own ``repo`` fixture, served on 127.0.0.1 for one test."""
+    srv = FaultServer(repo / "repository")
+    yield srv
+    srv.close()
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, FaultServer]]:
     """The demo update repository (fixtures/demo-repo), served on 127.0.0.1 for one module."""

@@ -227,3 +227,20 @@ def demo_repo(dest: Path) -> Path:
     from scripts.make_demo_repo import prepare_demo_repo
 
     return prepare_demo_repo(dest)
+
+
+def build_installer(
+    served: tuple[Path, FaultServer],
+    package_type: str,
+    out: Path,
+    *extra: str | os.PathLike[str],
+    secret: str,
+    sde: str,
+) -> Path:
+    """``package`` against the served demo repository, secret from the environment."""
+    repo, server = served
+    cli("package", "--type", package_type, "--update-url", server.url, "--update-roots",
+        repo / "repository/root.json", "--fleet-url", "https://fleet.example.com",
+        "--no-cache", "--outfile", out, *extra,
+        env={"SOURCE_DATE_EPOCH": sde, "ORBIT_PACKAGER_ENROLL_SECRET": secret})  # fmt: skip
+    return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -63,13 +63,6 @@ def repo(tmp_path: Path) -> Path:
         src.write_bytes(data)
         lib.add(src, name=name, platform="linux", version="1.0.0", tags=["stable"])
     return path
-
-
-@pytest.fixture
-def server(repo: Path) -> Iterator[FaultServer]:
-    srv = FaultServer(repo / "repository")
-    yield srv
-    srv.close()
 
 
 def _client(

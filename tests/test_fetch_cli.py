@@ -38,20 +38,16 @@ def served(tmp_path: Path) -> Iterator[tuple[Path, FaultServer]]:
     server.close()
 
 
+def _fetch_args(repo: Path, server: FaultServer, out: Path, *extra: str | Path) -> list[str]:
+    return [
+        "fetch", "--type", "deb", "--update-url", server.url,
+        "--update-roots", str(repo / "repository/1.root.json"), "--outdir", str(out),
+        *map(str, extra),
+    ]  # fmt: skip
+
+
 def _fetch(repo: Path, server: FaultServer, out: Path, *extra: str | Path):
-    return cli(
-        "fetch",
-        "--type",
-        "deb",
-        "--update-url",
-        server.url,
-        "--update-roots",
-        repo / "repository/1.root.json",
-        "--outdir",
-        out,
-        *extra,
-        check=False,
-    )
+    return cli(*_fetch_args(repo, server, out, *extra), check=False)
 
 
 def test_fetch_cache_and_offline(served: tuple[Path, FaultServer], tmp_path: Path) -> None:
@@ -106,20 +102,7 @@ def test_progress_only_on_a_terminal(served: tuple[Path, FaultServer], tmp_path:
     repo, server = served
     quiet = _fetch(repo, server, tmp_path / "quiet", "--no-cache")
     assert quiet.returncode == 0 and quiet.stderr == ""
-    args = [
-        "-m",
-        "packager",
-        "fetch",
-        "--type",
-        "deb",
-        "--update-url",
-        server.url,
-        "--update-roots",
-        str(repo / "repository/1.root.json"),
-        "--outdir",
-        str(tmp_path / "tty"),
-        "--no-cache",
-    ]
+    args = ["-m", "packager", *_fetch_args(repo, server, tmp_path / "tty", "--no-cache")]
     child = pexpect.spawn(sys.executable, args, timeout=60, encoding="utf-8", dimensions=(40, 160))
     child.expect("osqueryd/linux/stable/osqueryd")
     child.expect(pexpect.EOF)

@@ -14,7 +14,7 @@ from packager.errors import UsageError
 from packager.formats.msi import formatted, orbit_environment, table_rows
 from packager.options import BuildRequest, has_control_chars, msi_encodable
 from packager.render import render_xml
-from tests.helpers import FIXTURES, cli
+from tests.helpers import FIXTURES, build_installer, cli
 
 SECRET = "msi-canary \"q\" 's' %x `y` \\ & < > [z] {w} ü"
 SDE = "1700000000"
@@ -22,12 +22,7 @@ UPGRADE_CODE = "{B681CB20-107E-428A-9B14-2D3C1AFED244}"
 
 
 def build(served, out: Path, *extra: str | Path, secret: str = SECRET, sde: str = SDE) -> Path:
-    repo, server = served
-    cli("package", "--type", "msi", "--update-url", server.url, "--update-roots",
-        repo / "repository/root.json", "--fleet-url", "https://fleet.example.com",
-        "--no-cache", "--outfile", out, *extra,
-        env={"SOURCE_DATE_EPOCH": sde, "ORBIT_PACKAGER_ENROLL_SECRET": secret})  # fmt: skip
-    return out
+    return build_installer(served, "msi", out, *extra, secret=secret, sde=sde)
 
 
 @pytest.fixture(scope="module")

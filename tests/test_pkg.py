@@ -19,19 +19,14 @@ from packager.formats.pkg import launch_daemon
 from packager.options import BuildRequest, has_control_chars
 from packager.writers.bom import write_bom
 from packager.writers.cpio import write_cpio_gz
-from tests.helpers import cli
+from tests.helpers import build_installer
 
 SECRET = 'pkg-canary "q" <&> $x ü'
 SDE = "1700000000"
 
 
 def build(served, out: Path, *extra: str | Path, secret: str = SECRET) -> Path:
-    repo, server = served
-    cli("package", "--type", "pkg", "--update-url", server.url, "--update-roots",
-        repo / "repository/root.json", "--fleet-url", "https://fleet.example.com",
-        "--no-cache", "--outfile", out, *extra,
-        env={"SOURCE_DATE_EPOCH": SDE, "ORBIT_PACKAGER_ENROLL_SECRET": secret})  # fmt: skip
-    return out
+    return build_installer(served, "pkg", out, *extra, secret=secret, sde=SDE)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import ipaddress
 import json
 import ssl
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -57,13 +56,6 @@ def repo(tmp_path: Path) -> Path:
         tags=["stable"],
     )
     return path
-
-
-@pytest.fixture
-def server(repo: Path) -> Iterator[FaultServer]:
-    srv = FaultServer(repo / "repository")
-    yield srv
-    srv.close()
 
 
 def _verify(server: FaultServer, repo: Path, *extra: str | Path):
