@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -73,7 +75,6 @@ EXPECTED_ENV = {
 D, F, L = "d", "-", "l"
 EXPECTED_TREE = [
     # (type, mode, path, link target)
-    (D, 0o755, "/etc/default", None),
     (F, 0o600, "/etc/default/orbit", None),
     (D, 0o755, "/opt/orbit", None),
     (D, 0o755, "/opt/orbit/bin", None),
@@ -96,15 +97,16 @@ EXPECTED_TREE = [
     (F, 0o644, "/opt/orbit/fleet.pem", None),
     (D, 0o755, "/opt/orbit/staging", None),
     (F, 0o600, "/opt/orbit/tuf-metadata.json", None),
-    (D, 0o755, "/usr/lib/systemd/system", None),
     (F, 0o644, "/usr/lib/systemd/system/orbit.service", None),
-    (D, 0o755, "/usr/local/bin", None),
     (L, 0o755, "/usr/local/bin/orbit", "/opt/orbit/bin/orbit/orbit"),
     (D, 0o755, "/var/log/orbit", None),
     (D, 0o755, "/var/log/osquery", None),
 ]
-# Parent directories dpkg lists but rpm does not own (shared with the base system).
-DEB_ONLY_DIRS = {"/etc", "/etc/default", "/opt", "/usr", "/usr/lib", "/usr/lib/systemd",
+# Parent directories that belong to the system: neither package may list them, or dpkg/rpm would
+# remove them with the package once empty (on a fresh Debian nothing else owns /opt or
+# /usr/local/bin). The deb's preinst creates the missing ones. Installs prove it in
+# tests/acceptance/.
+SYSTEM_DIRS = {"/etc", "/etc/default", "/opt", "/usr", "/usr/lib", "/usr/lib/systemd",
                  "/usr/lib/systemd/system", "/usr/local", "/usr/local/bin", "/var", "/var/log"}  # fmt: skip
 
 
@@ -140,8 +142,18 @@ def test_deb_metadata_and_listing(built: dict[str, Path]) -> None:
         path, _, link = rest.partition(" -> ")
         path = "/" + path.removeprefix("./").rstrip("/")
         listing.append((mode[0], _perm(mode), path, link or None))
-    expected = set(EXPECTED_TREE) | {(D, 0o755, p, None) for p in DEB_ONLY_DIRS}
-    assert set(listing) == expected
+    assert sorted(listing, key=lambda e: e[2]) == EXPECTED_TREE
+    assert not {e[2] for e in listing} & SYSTEM_DIRS
+    preinst = subprocess.run(
+        ["dpkg-deb", "--ctrl-tarfile", built["deb"]], capture_output=True, check=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(preinst)) as control:
+        script = control.extractfile("./preinst")
+        assert script is not None
+        text = script.read().decode()
+    assert (
+        "for dir in /etc/default /opt /usr/lib/systemd/system /usr/local/bin /var/log; do" in text
+    )
 
 
 def test_rpm_metadata_listing_and_scripts(built: dict[str, Path]) -> None:
@@ -159,8 +171,7 @@ def test_rpm_metadata_listing_and_scripts(built: dict[str, Path]) -> None:
         # ignores symlink modes, so only the target is compared.
         perm = 0o755 if mode[0] == L else _perm(mode)
         listing.append((mode[0], perm, path, link or None))
-    owned = [e for e in EXPECTED_TREE if e[2] not in DEB_ONLY_DIRS]
-    assert sorted(listing, key=lambda e: e[2]) == sorted(owned, key=lambda e: e[2])
+    assert sorted(listing, key=lambda e: e[2]) == EXPECTED_TREE
     scripts = _run("rpm", "-qp", "--scripts", built["rpm"])
     for kind in ("postinstall", "preuninstall", "postuninstall", "posttrans"):
         assert f"{kind} scriptlet (using /bin/sh)" in scripts
@@ -206,6 +217,10 @@ def test_deb_unpacks_into_a_root(built: dict[str, Path], served, tmp_path: Path)
     (admin / "info").mkdir(parents=True)
     (admin / "updates").mkdir()
     (admin / "status").touch()
+    # A system's own directories; the package does not own them (chrootless, the preinst would
+    # create them on the host, so they are made here as the base system would have them).
+    for system_dir in SYSTEM_DIRS:
+        (root / system_dir.lstrip("/")).mkdir(parents=True, exist_ok=True)
     _run("dpkg", f"--root={root}", f"--admindir={admin}", "--force-depends", "--force-script-chrootless",
          "--force-not-root", "--no-triggers", "--unpack", built["deb"])  # fmt: skip
     _check_installed(root, served[1].url)

@@ -11,6 +11,13 @@ Installed tree (as fleetctl's)::
 
 nfpm reads a generated config from the private stage directory; JSON is valid YAML, so the
 config is written with the json module and no value is ever spliced into YAML text.
+
+The package owns only the directories of this layout (``/opt/orbit/...``, ``/var/log/orbit``,
+``/var/log/osquery``), never a system directory such as ``/opt`` or ``/usr/local/bin``: the
+package manager removes the directories a package owns once they are empty, which on a fresh
+Debian deleted ``/opt`` and ``/usr/local/bin`` with our package. rpm leaves out nfpm's implicit
+parents by itself; for the deb, nfpm writes it uncompressed and ``writers.deb`` drops them (the
+deb's preinst creates any that are missing, because dpkg unpacks only into existing ones).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from packager.formats.base import BuildContext, run_tool
 from packager.layout import DIR_MODE, PUBLIC_MODE, SECRET_MODE, Entry, Payload
 from packager.options import BuildRequest
 from packager.render import render
+from packager.writers.deb import finish_deb
 
 ORBIT_ROOT = "/opt/orbit"
 PACKAGE_NAME = "fleet-osquery"
@@ -70,6 +78,22 @@ def orbit_env(req: BuildRequest) -> list[tuple[str, str]]:
     ]
     env += [(key, value) for wanted, key, value in flags if wanted]
     return env
+
+
+def system_dirs(payload: Payload) -> set[str]:
+    """The parent directories of the payload that belong to the system, not to the package."""
+    owned = {e.path for e in payload.entries if e.kind == "dir"}
+    parents: set[str] = set()
+    for entry in payload.entries:
+        path = entry.path
+        while (path := path.rsplit("/", 1)[0]) and path not in owned:
+            parents.add(path)
+    return parents
+
+
+def leaf_dirs(dirs: set[str]) -> list[str]:
+    """The deepest of ``dirs`` (``mkdir -p`` of these creates all of them), sorted."""
+    return sorted(d for d in dirs if not any(o.startswith(d + "/") for o in dirs))
 
 
 class LinuxBuilder:
@@ -126,11 +150,13 @@ class LinuxBuilder:
         payload.add(Entry("/var/log/osquery", "dir", DIR_MODE))
         return payload
 
-    def scripts(self, ctx: BuildContext) -> dict[str, Path]:
+    def scripts(self, ctx: BuildContext, payload: Payload) -> dict[str, Path]:
         out: dict[str, Path] = {}
         names = ["postinstall", "preremove", "postremove"]
         if self.package_type == "rpm":
             names.append("posttrans")
+        else:
+            names.append("preinstall")
         for name in names:
             path = ctx.stage / "scripts" / f"{name}.sh"
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -141,6 +167,7 @@ class LinuxBuilder:
                     format=self.package_type,
                     service=ctx.request.service,
                     orbit_root=ORBIT_ROOT,
+                    system_dirs=leaf_dirs(system_dirs(payload)),
                 )
             )
             path.chmod(0o755)
@@ -170,7 +197,7 @@ class LinuxBuilder:
                         "file_info": link_info,
                     }
                 )
-        scripts = self.scripts(ctx)
+        scripts = self.scripts(ctx, payload)
         config: dict[str, object] = {
             "name": PACKAGE_NAME,
             "arch": req.arch,
@@ -188,7 +215,8 @@ class LinuxBuilder:
             "license": "https://github.com/fleetdm/fleet/blob/main/LICENSE",
             "contents": contents,
             "scripts": {k: ctx.rel(v) for k, v in scripts.items() if k != "posttrans"},
-            "deb": {"compression": req.effective_compression},
+            # Uncompressed: finish_deb filters and compresses data.tar in one pass.
+            "deb": {"compression": "none"},
             "rpm": {
                 "compression": req.effective_compression,
                 "group": "System Environment/Daemons",
@@ -208,6 +236,7 @@ class LinuxBuilder:
         payload = self.payload(ctx)
         config_path = ctx.stage / "nfpm.json"
         config_path.write_text(json.dumps(self.nfpm_config(ctx, payload), indent=2))
+        target = output if self.package_type == "rpm" else ctx.stage / "nfpm-uncompressed.deb"
         run_tool(
             ctx,
             "nfpm",
@@ -218,7 +247,16 @@ class LinuxBuilder:
                 "--packager",
                 self.package_type,
                 "--target",
-                ctx.rel(output),
+                ctx.rel(target),
             ],
             what=f"nfpm ({self.package_type})",
         )
+        if self.package_type == "deb":
+            owned = frozenset(e.path for e in payload.entries if e.kind == "dir")
+            dropped = finish_deb(
+                target, output, owned_dirs=owned, compression=ctx.request.effective_compression
+            )
+            unexpected = set(dropped) - system_dirs(payload)
+            if unexpected:  # the preinst would not create them: dpkg could not unpack
+                raise ValueError(f"nfpm listed unexpected directories: {sorted(unexpected)}")
+            target.unlink()
