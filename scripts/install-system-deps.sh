@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Install the Debian packages orbit-packager needs, only those that are missing.
-#   install-system-deps.sh          what building needs (python3-venv, wixl, msitools)
+#   install-system-deps.sh          what building needs (python3, python3-venv, wixl, msitools)
 #   install-system-deps.sh --test   also what the tests use (rpm, lintian, rpmlint, dpkg, bsdtar, cpio)
-# Runs `apt-get update` once, and only when something has to be installed.
+# Runs `apt-get update` once, and only when something has to be installed. As root it runs
+# apt-get itself; otherwise through `sudo -n` (never prompts), and when that is not possible it
+# stops with one line naming the exact command to run.
 set -euo pipefail
 
 py=${PY:-python3}
 need=()
-command -v "$py" >/dev/null 2>&1 || need+=(python3)
-if command -v "$py" >/dev/null 2>&1 && ! "$py" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+if ! command -v "$py" >/dev/null 2>&1; then
+  # A fresh Debian has no Python at all; python3 alone has no ensurepip, so `-m venv` needs both.
+  need+=(python3 python3-venv)
+elif ! "$py" -c 'import venv, ensurepip' >/dev/null 2>&1; then
   need+=(python3-venv)
 fi
 command -v wixl >/dev/null 2>&1 || need+=(wixl)
@@ -29,10 +33,20 @@ if ! command -v apt-get >/dev/null 2>&1; then
   echo "install-system-deps: missing ${need[*]} and no apt-get here; install them by hand" >&2
   exit 1
 fi
+
+install_cmd="apt-get install -y --no-install-recommends ${need[*]}"
+run=()
 if [ "$(id -u)" != 0 ]; then
-  echo "install-system-deps: missing ${need[*]}; run as root or: sudo apt-get install ${need[*]}" >&2
-  exit 1
+  if ! command -v sudo >/dev/null 2>&1; then
+    echo "install-system-deps: missing ${need[*]} and no sudo here; as root run: apt-get update && $install_cmd" >&2
+    exit 1
+  fi
+  if ! sudo -n true >/dev/null 2>&1; then
+    echo "install-system-deps: missing ${need[*]} and sudo needs a password; run: sudo apt-get update && sudo $install_cmd" >&2
+    exit 1
+  fi
+  run=(sudo -n)
 fi
-echo "install-system-deps: installing ${need[*]}" >&2
-apt-get update -qq
-DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+echo "install-system-deps: installing ${need[*]}${run:+ (with sudo)}" >&2
+"${run[@]}" apt-get update -qq
+"${run[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
