@@ -346,7 +346,8 @@ CLEANUP = (
     "/usr/lib/systemd/system/orbit.service /opt/orbit"
 )
 SAFE_RESTART = (
-    "systemd-run --on-active=60 --working-directory=/ systemctl restart --no-block orbit.service"
+    "systemd-run --on-active=60 --timer-property=AccuracySec=1s --working-directory=/ "
+    "systemctl restart --no-block orbit.service"
 )
 
 # (scenario, [(package script, arguments)], extra environment, expected calls in order)
