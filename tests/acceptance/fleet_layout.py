@@ -82,7 +82,7 @@ def build_fleet_packages(
             path = Path(dirpath, name)
             dst = "/" + path.relative_to(tree).as_posix()
             if path.is_symlink():
-                contents.append({"src": os.readlink(path), "dst": dst, "type": "symlink"})
+                contents.append({"src": str(path.readlink()), "dst": dst, "type": "symlink"})
             elif path.is_file():
                 info = {"mode": path.stat().st_mode & 0o777}
                 contents.append({"src": str(path), "dst": dst, "file_info": info})
