@@ -7,12 +7,50 @@ import errno
 import fcntl
 import hashlib
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 from packager.errors import BusyError
 
 CHUNK = 1024 * 1024
+
+# ``.NAME.tmp-<pid>``: the only name this module gives a file before renaming it into place.
+_TEMP_NAME = re.compile(r"\..+\.tmp-[0-9]+")
+
+
+def temp_path(path: Path) -> Path:
+    """Where a file is written before it is renamed to ``path`` (see remove_stale_temp_files)."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether ``name`` is one that :func:`temp_path` gives."""
+    return _TEMP_NAME.fullmatch(name) is not None
+
+
+def remove_stale_temp_files(top: Path) -> list[Path]:
+    """Delete every regular file below ``top`` named like :func:`temp_path`; return them.
+
+    A process killed between creating its temp file and renaming it leaves the file behind.
+    Call this only while holding the lock that every writer holds for its whole run: then no
+    live process is writing, so every such file is stale whatever pid its name carries. The
+    pid is deliberately not checked: pids are reused (in a container each command may run as
+    PID 1, the same pid the killed one had), and a live pid would not mean a live writer.
+    Symbolic links are not followed.
+    """
+    removed: list[Path] = []
+    for dirpath, _dirs, files in os.walk(top):
+        directory = Path(dirpath)
+        here = [directory / n for n in files if is_temp_name(n)]
+        here = [p for p in here if p.is_file() and not p.is_symlink()]
+        for path in here:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+        if here:
+            fsync_dir(directory)
+    return removed
 
 
 def fsync_dir(path: Path) -> None:
@@ -26,7 +64,7 @@ def fsync_dir(path: Path) -> None:
 
 def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` so that readers see the old or the new file, never a mix."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = temp_path(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -99,7 +137,7 @@ def move_into_place(src: Path, dst: Path) -> None:
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
-        tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+        tmp = temp_path(dst)
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         copy_and_hash(src, tmp)

@@ -12,6 +12,11 @@ A command prepares every new file (targets, metadata, key files) in a private jo
 Recovery runs under the lock before every command. A journal still ``prepared`` is rolled back
 (key files restored byte for byte, nothing published); a ``committing`` one is rolled forward
 (each rename is atomic and idempotent, so redoing the remaining ones finishes the commit).
+Files outside the journal are written under a temp name and renamed into place (key files in
+``keys/``, and copies into ``repository/`` across filesystems); the journal cannot list those
+names (a kill may land between creating one and any journal write), so recovery deletes every
+file in ``keys/``, ``repository/`` and ``staged/`` named like one: under the lock no live
+process is writing them (see :func:`~packager.repo.fsutil.remove_stale_temp_files`).
 
 Why not an atomic directory swap: admins serve ``repository/`` through bind mounts (docker -v) or
 from a server started inside it, which keep the old directory inode and would serve a deleted
@@ -32,7 +37,13 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from packager.repo.fsutil import atomic_write, fsync_dir, move_into_place, remove_empty_dirs
+from packager.repo.fsutil import (
+    atomic_write,
+    fsync_dir,
+    move_into_place,
+    remove_empty_dirs,
+    remove_stale_temp_files,
+)
 
 TXN_DIR_NAME = ".orbit-packager-txn"
 _STATE = "state.json"
@@ -59,6 +70,7 @@ class Transaction:
         self.new = self.dir / _NEW
         self.repository = root / "repository"
         self.keys = root / "keys"
+        self.staged_dir = root / "staged"  # fleetctl's staging area (not the journal's "new")
 
     # -- preparing ---------------------------------------------------------------------------
     def begin(self) -> Path:
@@ -114,9 +126,17 @@ class Transaction:
 
     # -- recovery ----------------------------------------------------------------------------
     def recover(self) -> str | None:
-        """Finish or undo an interrupted commit. Returns what was done, for the user."""
+        """Finish or undo an interrupted commit. Returns what was done, for the user.
+
+        Call it only under the repository lock: it deletes the temp files a killed command
+        left (``.NAME.tmp-<pid>``), which would be an in-flight write if another command ran.
+        """
         if not self.dir.exists():
-            return None
+            stale = self._remove_stale_temp_files()
+            if not stale:
+                return None
+            names = ", ".join(str(p.relative_to(self.root)) for p in stale)
+            return f"removed temporary files an interrupted command left: {names}"
         try:
             state = self._read_state()
         except (OSError, ValueError):
@@ -124,10 +144,13 @@ class Transaction:
         command = state.get("command", "command")
         if state.get("phase") == "committing":
             self._roll_forward(state)
+            self._remove_stale_temp_files()
             self.discard()
             return f"completed an interrupted {command}"
         if state.get("phase") == "prepared":
             self._restore_keys(state)
+        # Before the journal goes: a kill in between leaves it, and the next recovery redoes this.
+        self._remove_stale_temp_files()
         self.discard()
         return f"rolled back an interrupted {command}; nothing of it was published"
 
@@ -137,6 +160,12 @@ class Transaction:
             fsync_dir(self.root)
 
     # -- internals ---------------------------------------------------------------------------
+    def _remove_stale_temp_files(self) -> list[Path]:
+        removed: list[Path] = []
+        for top in (self.keys, self.repository, self.staged_dir):
+            removed += remove_stale_temp_files(top)
+        return removed
+
     def _roll_forward(self, state: dict[str, object]) -> None:
         writes = _str_list(state.get("writes"))
         deletes = _str_list(state.get("deletes"))
