@@ -48,13 +48,17 @@ def image() -> str:
     tag = "orbit-packager-systemd:" + hashlib.sha256(DOCKERFILE.read_bytes()).hexdigest()[:12]
     have = subprocess.run(["docker", "image", "inspect", tag], capture_output=True, check=False)
     if have.returncode != 0:
-        subprocess.run(
+        built = subprocess.run(
             ["docker", "build", "-q", "--network", "host", "-f", str(DOCKERFILE), "-t", tag,
              str(HERE)],
-            check=True,
             capture_output=True,
+            text=True,
             timeout=900,
+            check=False,
         )  # fmt: skip
+        if built.returncode != 0:
+            tail = "\n".join(built.stderr.strip().splitlines()[-15:])
+            raise RuntimeError(f"building the systemd image {tag} failed:\n{tail}")
     return tag
 
 
