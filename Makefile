@@ -50,7 +50,7 @@ docker-test: install docker-image
 # Docker engine (as root: bash ../shared/tools/start-docker.sh); without one it fails, never skips.
 acceptance: install
 	bash scripts/install-system-deps.sh --test
-	$(BIN)/pytest -m acceptance tests/acceptance
+	$(BIN)/pytest -v -m acceptance tests/acceptance
 
 demo: install
 	$(BIN)/python scripts/demo.py
