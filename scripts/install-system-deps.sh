@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian packages orbit-packager needs, only those that are missing.
 #   install-system-deps.sh          what building needs (python3, python3-venv, wixl, msitools)
-#   install-system-deps.sh --test   also what the tests use (rpm, lintian, rpmlint, dpkg, bsdtar, cpio)
+#   install-system-deps.sh --test   also what the tests use (rpm, lintian, rpmlint, dpkg, bsdtar, cpio,
+#                                   and Go with go-tuf through install-gotuf.sh)
 # Runs `apt-get update` once, and only when something has to be installed. As root it runs
 # apt-get itself; otherwise through `sudo -n` (never prompts), and when that is not possible it
 # stops with one line naming the exact command to run.
@@ -24,6 +25,7 @@ if [ "${1:-}" = "--test" ]; then
   command -v rpmlint >/dev/null 2>&1 || need+=(rpmlint)
   command -v bsdtar >/dev/null 2>&1 || need+=(libarchive-tools)
   command -v cpio >/dev/null 2>&1 || need+=(cpio)
+  bash "$(dirname "$0")/install-gotuf.sh"  # Go and go-tuf v0.5.2's source, for tests/gotuf
 fi
 
 if [ ${#need[@]} -eq 0 ]; then
