@@ -14,6 +14,7 @@ it verifies, and publishes it through a :class:`~packager.repo.transaction.Trans
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from tuf.api.metadata import (
     Targets,
     Timestamp,
 )
+from tuf.api.serialization import DeserializationError
 
 from packager.errors import (
     CorruptRepositoryError,
@@ -470,7 +472,7 @@ class UpdateRepository:
                         txn.staged_path(f"targets/{path}"), txn.staged_path(f"targets/{hashed}")
                     )
                     target_writes.append(f"targets/{hashed}")
-        deletes = sorted(f"targets/{p}" for p in old_files - new_files)
+        deletes = sorted(f"targets/{p}" for p in self._stale_files(old_files, new_files, cs))
         self._publish(
             command,
             state_new,
@@ -563,6 +565,26 @@ class UpdateRepository:
         directory, _, name = path.rpartition("/")
         return [f"{directory}/{digest}.{name}" for digest in info.hashes.values()]
 
+    def _stale_files(self, old_files: set[str], new_files: set[str], consistent: bool) -> set[str]:
+        """Target files to delete once the new metadata is published.
+
+        Without consistent snapshots: what the new targets.json no longer lists. With them, a
+        client that read the current targets.json a moment ago may still be downloading its
+        hash-prefixed files, so those stay one more generation (a poll that spans two commits
+        is not a realistic client): what goes now is the hash-prefixed files the version before
+        the current one listed and neither the current nor the new one lists.
+        """
+        gone = {p for p in old_files - new_files if not _is_hash_prefixed(p)}
+        if not consistent:
+            return old_files - new_files
+        previous: set[str] = set()
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError, DeserializationError):
+            current = json.loads((self.repository / "targets.json").read_bytes())
+            version = int(current["signed"]["version"])
+            data = (self.repository / f"{version - 1}.targets.json").read_bytes()
+            previous = self._target_files(Metadata[Targets].from_bytes(data).signed, True)
+        return gone | {p for p in previous - old_files - new_files if _is_hash_prefixed(p)}
+
     def _target_files(self, targets: Targets, consistent: bool) -> set[str]:
         files = set(targets.targets)
         if consistent:
@@ -609,3 +631,9 @@ class UpdateRepository:
             self.repository.mkdir(parents=True, exist_ok=True)
             os.chmod(self.repository, 0o755)  # noqa: S103 - published tree is world-readable
         txn.commit(Change(command, writes=writes, deletes=deletes, key_files=key_files))
+
+
+def _is_hash_prefixed(path: str) -> bool:
+    """A consistent-snapshot copy: ``DIR/<sha512 hex>.NAME``."""
+    head = path.rsplit("/", 1)[-1].split(".", 1)[0]
+    return len(head) == 128 and all(c in "0123456789abcdef" for c in head)
