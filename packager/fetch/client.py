@@ -26,9 +26,10 @@ from pathlib import Path
 from tuf.api import exceptions
 from tuf.api.metadata import TargetFile
 from tuf.api.serialization import DeserializationError
-from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig
+from tuf.ngclient import FetcherInterface, UpdaterConfig
 
 from packager.errors import PackagerError, UsageError
+from packager.fetch.gotuf import GoTufUpdater, parse_expires, python_tuf_reads
 from packager.fetch.http import HttpOptions, RequestsFetcher
 from packager.repo.fsutil import link_or_copy
 
@@ -142,7 +143,8 @@ class UpdateClient:
         self.offline = offline
         self.http = RequestsFetcher(http)
         fetcher: FetcherInterface = _OfflineFetcher(self.metadata_dir) if offline else self.http
-        self.updater = Updater(
+        # python-tuf's Updater, also reading what go-tuf (Orbit) reads: see packager.fetch.gotuf
+        self.updater = GoTufUpdater(
             str(self.metadata_dir),
             self.update_url + "/",
             str(self.targets_dir),
@@ -177,7 +179,7 @@ class UpdateClient:
         out = []
         for role in ("root", "targets", "snapshot", "timestamp"):
             signed = json.loads((self.metadata_dir / f"{role}.json").read_bytes())["signed"]
-            expires = datetime.strptime(signed["expires"], "%Y-%m-%dT%H:%M:%S%z")
+            expires = parse_expires(signed["expires"])  # UTC, also for go-tuf's -03:00
             out.append(RoleInfo(role, int(signed["version"]), expires))
         return out
 
@@ -370,17 +372,18 @@ def explain(exc: Exception, client: UpdateClient, target: str | None) -> str:
 
 
 def _non_utc(client: UpdateClient) -> str | None:
+    """Names the file whose ``expires`` neither python-tuf nor go-tuf (RFC 3339) can read."""
     for name, body in client.http.last_body.items():
         try:
             expires = json.loads(body)["signed"]["expires"]
         except (ValueError, KeyError, TypeError):
             continue
-        if isinstance(expires, str) and not expires.endswith("Z"):
-            role = name.removesuffix(".json")
-            fix = _FIXES.get(role, "orbit-packager updates timestamp")
-            return (
-                f"{name} from {client.update_url} has expires {expires!r} with a time-zone offset "
-                f"(fleetctl run on a machine not set to UTC), which TUF clients reject; re-sign it "
-                f"with `{fix}` (or fleetctl with TZ=UTC)"
-            )
+        if isinstance(expires, str) and not python_tuf_reads(expires):
+            try:
+                parse_expires(expires)
+            except ValueError:
+                return (
+                    f"{name} from {client.update_url} has expires {expires!r}, which is not an "
+                    "RFC 3339 time (Orbit refuses it too); re-sign it with `orbit-packager updates`"
+                )
     return None

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from packager.errors import PackagerError
 from packager.fetch.client import UpdateClient
+from packager.fetch.gotuf import non_utc_warning
 
 
 @dataclass
@@ -18,6 +19,7 @@ class VerifyReport:
     channels: dict[str, dict[str, str]] = field(default_factory=dict)  # name/platform -> ch -> ver
     problems: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # reported, not failing
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -27,6 +29,7 @@ class VerifyReport:
             "channels": self.channels,
             "problems": self.problems,
             "failures": self.failures,
+            "warnings": self.warnings,
             "ok": not self.problems and not self.failures,
         }
 
@@ -54,6 +57,9 @@ def verify_repository(
         )
         if state != "ok":
             report.problems.append(f"{info.role}.json {state} ({info.expires:%Y-%m-%d %H:%M} UTC)")
+    non_utc = non_utc_warning(client.metadata_dir)
+    if non_utc:
+        report.warnings.append(non_utc)
     for path, tf in client.targets(patterns or None).items():
         keep = download_dir / path if download_dir else None
         if keep:
@@ -87,4 +93,5 @@ def render_text(report: VerifyReport) -> str:
     lines.append(f"targets verified: {ok}/{len(report.targets)}")
     lines.extend(f"error: {f}" for f in report.failures)
     lines.extend(f"warning: {p}" for p in report.problems)
+    lines.extend(f"warning: {w}" for w in report.warnings)
     return "\n".join(lines)
