@@ -51,22 +51,30 @@ class Payload:
     entries: list[Entry] = field(default_factory=list)
 
     def add_tree(self, staged_root: Path, install_root: str) -> None:
-        """Add every file and directory below ``staged_root`` at ``install_root``."""
-        for dirpath, dirnames, filenames in os.walk(staged_root):
-            dirnames.sort()
-            here = Path(dirpath)
-            rel = here.relative_to(staged_root)
-            base = install_root if str(rel) == "." else f"{install_root}/{rel.as_posix()}"
-            self.entries.append(Entry(base, "dir", DIR_MODE))
-            for name in sorted(filenames):
-                path = here / name
-                if path.is_symlink():
-                    self.entries.append(
-                        Entry(f"{base}/{name}", "symlink", 0o777, target=str(path.readlink()))
-                    )
-                else:
-                    mode = path.stat().st_mode & 0o777
-                    self.entries.append(Entry(f"{base}/{name}", "file", mode, source=path))
+        """Add every file, directory and symlink below ``staged_root`` at ``install_root``.
+
+        A symlink, to a file or to a directory, becomes a symlink entry with its target as
+        written and is never followed (``os.walk`` lists links to directories among the
+        directories, so they were lost); real directories are walked."""
+        self.entries.append(Entry(install_root, "dir", DIR_MODE))
+        self._add_children(staged_root, install_root)
+
+    def _add_children(self, directory: Path, base: str) -> None:
+        with os.scandir(directory) as it:
+            children = sorted(it, key=lambda e: e.name)
+        for child in children:
+            path = Path(child.path)
+            dest = f"{base}/{child.name}"
+            if child.is_symlink():
+                self.entries.append(Entry(dest, "symlink", 0o777, target=str(path.readlink())))
+            elif child.is_dir(follow_symlinks=False):
+                self.entries.append(Entry(dest, "dir", DIR_MODE))
+                self._add_children(path, dest)
+            elif child.is_file(follow_symlinks=False):
+                mode = child.stat(follow_symlinks=False).st_mode & 0o777
+                self.entries.append(Entry(dest, "file", mode, source=path))
+            else:
+                raise ValueError(f"{path}: not a file, directory or symlink")
 
     def add(self, entry: Entry) -> None:
         self.entries.append(entry)
