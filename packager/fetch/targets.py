@@ -17,6 +17,7 @@ themselves and kept, as Orbit expects.
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from tuf.api.metadata import TargetFile
 
+from packager import signals
 from packager.errors import UsageError
 from packager.fetch.client import FetchError, UpdateClient
 from packager.fetch.extract import extract_tar_gz
@@ -161,15 +163,75 @@ def fetch_agent_targets(
     return fetched
 
 
+# The installer version is the orbit target's custom.version from targets.json: repository
+# content (fleetctl publishes any --version), which becomes the deb control file's Version
+# field, the rpm Version tag, the msi ProductVersion, the pkg's PackageInfo version and part of
+# the deb and rpm file names. So it is checked before anything is built (issue 12, class 10):
+# * every format: a digit first (dpkg refuses anything else), then letters, digits and
+#   . + ~ _ - only (no newline to inject control fields, no separator, space or quote in file
+#   names), at most 128 characters as `updates add --version`;
+# * deb and rpm (one repository serves both): no "_" (dpkg: invalid character) and no "-" (it
+#   separates rpm's Version from Release and is invalid in a Version; in a deb it starts the
+#   Debian revision, so "1.2.3-rc1" would sort after 1.2.3). Pre-releases are written with "~"
+#   in both, which is what nfpm turns a semver pre-release into for fleetctl;
+# * msi: Windows Installer compares ProductVersion major.minor.build (each number at most
+#   255.255.65535; an optional fourth field is ignored), taken before any "-" or "+" suffix
+#   as packager.formats.msi.msi_version does;
+# * pkg: the common rule (PackageInfo compares dot-separated components).
+_VERSION_MAX = 128
+_VERSION = re.compile(r"[0-9][0-9A-Za-z.+~_-]*")
+_LINUX_VERSION = re.compile(r"[0-9][0-9A-Za-z.+~]*")
+_MSI_FIELD_MAX = (255, 255, 65535, 65535)
+
+
+def _version_problem(version: str, os_name: str) -> str | None:
+    """Why ``version`` cannot be an installer version for ``os_name``, or None."""
+    if len(version) > _VERSION_MAX:
+        return f"is longer than {_VERSION_MAX} characters"
+    if not _VERSION.fullmatch(version):
+        return "must start with a digit and hold only letters, digits and . + ~ _ -"
+    if os_name == "linux" and not _LINUX_VERSION.fullmatch(version):
+        return (
+            "cannot be a deb and rpm version: '_' and '-' are not allowed there "
+            "(write a pre-release as 1.2.3~rc1)"
+        )
+    if os_name == "windows":
+        core = re.split(r"[-+]", version, maxsplit=1)[0].split(".")
+        if not 1 <= len(core) <= 4 or not all(part.isdigit() for part in core):
+            return "cannot be an MSI ProductVersion: up to four numbers, like 1.40.0"
+        for part, limit in zip(core, _MSI_FIELD_MAX, strict=False):
+            if int(part) > limit:
+                return "cannot be an MSI ProductVersion: its fields are at most 255.255.65535"
+    return None
+
+
+def _shown_value(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:80] + "…"
+
+
 def installer_version(fetched: list[FetchedTarget]) -> str:
-    """The installer's version: the orbit target's ``custom.version``."""
+    """The installer's version: the orbit target's ``custom.version``, validated for the
+    installer's OS (taken from the orbit target's platform) before anything is built."""
     orbit = next(f for f in fetched if f.spec.name == "orbit")
-    if not orbit.version:
+    custom = orbit.info.unrecognized_fields.get("custom")
+    raw = custom.get("version") if isinstance(custom, dict) else None
+    if raw is None or raw == "":
         raise FetchError(
             f"target {orbit.spec.path} has no custom.version in the repository",
             hint="publish it with `orbit-packager updates add --version ...`",
         )
-    return orbit.version
+    if not isinstance(raw, str):
+        raise FetchError(
+            f"target {orbit.spec.path} has custom.version {_shown_value(raw)}, not a string"
+        )
+    os_name = orbit.spec.platform.split("-", 1)[0]
+    problem = _version_problem(raw, os_name)
+    if problem:
+        raise FetchError(
+            f"target {orbit.spec.path} has custom.version {_shown_value(raw)}, which {problem}"
+        )
+    return raw
 
 
 def fetch_into_directory(
@@ -180,15 +242,20 @@ def fetch_into_directory(
     if outdir.exists() and (not outdir.is_dir() or any(outdir.iterdir())):
         raise UsageError(f"{outdir} already exists", hint="remove it or choose another --outdir")
     outdir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
+    staging: Path | None = None
     try:
+        with signals.deferred():  # no signal between its creation and the name being known
+            staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
         fetched = fetch_agent_targets(client, sel, staging)
         staging.chmod(0o755)
-        if outdir.exists():
-            outdir.rmdir()
-        staging.rename(outdir)
+        with signals.deferred():  # once renamed, the command completes (packager.signals)
+            if outdir.exists():
+                outdir.rmdir()
+            staging.rename(outdir)
+            signals.finishing()
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
         raise
     for item in fetched:
         item.local_path = outdir / item.local_path.relative_to(staging)
