@@ -228,6 +228,10 @@ class _Extractor:
                 if not pax["size"].isdigit() or len(pax["size"]) > 20:
                     raise self.fail(f"header {index}: bad pax size {shown_name(pax['size'])}")
                 size = int(pax["size"])
+            # Every member's data counts, extracted or skipped (a "./" entry, a link...).
+            self.total += size
+            if self.total > self.max_total:
+                raise self.fail(f"more than {self.max_total} bytes unpacked")
             if any(key.startswith("GNU.sparse.") for key in pax):
                 raise self.fail(f"member {shown_name(name)} is a sparse file (not supported)")
             long_name = long_link = None
@@ -312,10 +316,10 @@ class _Extractor:
             raise self.fail(f"member {shown} is a device, FIFO or other special file")
         else:
             raise self.fail(f"member {shown} has an unsupported type {kind!r}")
-        self.total += member.size
-        if self.total > self.max_total:
-            raise self.fail(f"more than {self.max_total} bytes unpacked")
-        parent = self._open_parent(parts, f"member {shown}")
+        try:
+            parent = self._open_parent(parts, f"member {shown}")
+        except OSError as exc:
+            raise self.fail(f"cannot extract member {shown}: {_reason(exc)}") from None
         last = parts[-1]
         try:
             if kind == tarfile.DIRTYPE:
@@ -411,9 +415,10 @@ class _Extractor:
             raise refused from None
         if not target_parts:
             raise refused
+        subject = f"hard link {shown} -> {target}"
         try:
-            source_dir = self._open_parent(target_parts, member.linkname, create=False)
-        except (UnsafeArchiveError, FileNotFoundError):
+            source_dir = self._open_parent(target_parts, subject, create=False)
+        except FileNotFoundError:
             raise self.fail(
                 f"hard link {shown} -> {target} does not name a file extracted before it"
             ) from None
