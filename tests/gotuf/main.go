@@ -27,6 +27,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	_ "time/tzdata" // zone data built in: TZ=America/Sao_Paulo works without the tzdata package
 
 	"github.com/secure-systems-lab/go-securesystemslib/cjson"
 	tuf "github.com/theupdateframework/go-tuf"
