@@ -1,3 +1,15 @@
-from packager.cli import main
+"""``python -m packager``: the signal handlers come first, so that an interrupt while the modules
+load (about a second) exits 130/143/129 like one during the command, never with a traceback."""
+
+import sys
+
+from packager import signals
+
+signals.install()
+try:
+    from packager.cli import main
+except signals.Interrupted as exc:  # nothing was created yet: nothing to clean up
+    print(f"orbit-packager: {exc.message}", file=sys.stderr)
+    sys.exit(exc.exit_code)
 
 main()

@@ -1,20 +1,24 @@
 """``package``: validated request -> verified targets -> staged tree -> installer, atomically.
 
-Everything happens in a private (0700) temporary directory removed on every exit path; the
-installer is moved to its final name only once complete, with mode 0600 like fleetctl's (it
-carries the enroll secret).
+Everything happens in a private (0700) temporary directory removed on every exit path,
+SIGINT/SIGTERM/SIGHUP included (packager.signals). The installer carries the enroll secret: it
+has mode 0600 (like fleetctl's) before it leaves that directory, and is renamed to its final
+name only once complete. Across file systems it is copied to a temporary name beside the output
+created 0600 from the start (O_CREAT|O_EXCL|O_NOFOLLOW, whatever the umask). A symbolic link at
+the output path is replaced, never followed (``place_private_file``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from packager import signals
 from packager.errors import UsageError
 from packager.fetch.client import UpdateClient, default_cache_dir, load_trusted_root
 from packager.fetch.http import HttpOptions
@@ -26,7 +30,7 @@ from packager.formats.msi import MsiBuilder
 from packager.formats.pkg import PkgBuilder
 from packager.layout import target_summary, write_orbit_root
 from packager.options import BuildRequest
-from packager.repo.fsutil import fsync_dir, move_into_place
+from packager.repo.fsutil import place_private_file
 from packager.tooling import DockerTooling, select_tooling
 
 OUTPUT_MODE = 0o600
@@ -74,12 +78,39 @@ def source_date_epoch(environ: dict[str, str] | None = None) -> int | None:
     return int(value)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
+@contextlib.contextmanager
+def private_directory(prefix: str) -> Iterator[Path]:
+    """A new 0700 directory in $TMPDIR, removed on every exit path, signals included."""
+    path: Path | None = None
+    try:
+        with signals.deferred():  # no signal between its creation and the name being known
+            path = Path(tempfile.mkdtemp(prefix=prefix))
+        os.chmod(path, 0o700)
+        yield path
+    finally:
+        if path is not None:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _result_in_place() -> Iterator[None]:
+    """Around the rename that publishes the installer: signals wait until it is done, and once
+    it is, the command completes (exit 0) whatever signal comes."""
+    with signals.deferred():
+        yield
+        signals.finishing()
+
+
+def _output_path(req: BuildRequest) -> tuple[Path, str | None]:
+    """The output's directory (resolved) and file name (None: the builder's default).
+
+    Only the directory is resolved: a symbolic link at the output path itself is replaced by
+    the installer, never followed (in a sticky /tmp it may belong to someone else)."""
+    if req.outfile is None:
+        return Path.cwd().resolve(), None
+    if req.outfile.is_dir() and not req.outfile.is_symlink():
+        raise UsageError(f"--outfile {req.outfile} is a directory")
+    return req.outfile.parent.resolve(), req.outfile.name
 
 
 def build_package(req: BuildRequest, *, progress: bool | None = None) -> BuildResult:
@@ -90,9 +121,7 @@ def build_package(req: BuildRequest, *, progress: bool | None = None) -> BuildRe
         req.tooling, req.tooling_image, builder.external_tools, builder.install_hint
     )
     sde = source_date_epoch()
-    if req.outfile is not None and req.outfile.is_dir():
-        raise UsageError(f"--outfile {req.outfile} is a directory")
-    out_dir = (req.outfile.parent if req.outfile else Path.cwd()).resolve()
+    out_dir, out_name = _output_path(req)
     if not out_dir.is_dir():
         raise UsageError(f"output directory {out_dir} does not exist")
     if not os.access(out_dir, os.W_OK):
@@ -112,9 +141,7 @@ def build_package(req: BuildRequest, *, progress: bool | None = None) -> BuildRe
         req.desktop_channel,
         req.fleet_desktop,
     )
-    stage = Path(tempfile.mkdtemp(prefix="orbit-packager-build-"))
-    try:
-        os.chmod(stage, 0o700)
+    with private_directory("orbit-packager-build-") as stage:
         orbit_root = builder.orbit_root(stage)
         with UpdateClient(
             req.update_url, roots, cache_dir=cache, http=http, offline=req.offline
@@ -127,15 +154,9 @@ def build_package(req: BuildRequest, *, progress: bool | None = None) -> BuildRe
         ctx = BuildContext(req, version, stage, fetched, sde, tooling, verbose=req.verbose)
         name = builder.default_filename(req, version)
         built = stage / "out" / name
-        built.parent.mkdir()
+        built.parent.mkdir(mode=0o700)
         builder.build(ctx, built)
-        os.chmod(built, OUTPUT_MODE)
-        final = req.outfile.resolve() if req.outfile else out_dir / name
-        sha, size = _sha256(built), built.stat().st_size
-        move_into_place(built, final)
-        with contextlib.suppress(OSError):
-            fsync_dir(final.parent)
+        final = out_dir / (out_name or name)
+        size, sha = place_private_file(built, final, mode=OUTPUT_MODE, commit=_result_in_place)
         used = f"docker:{tooling.image}" if isinstance(tooling, DockerTooling) else "native"
         return BuildResult(final, sha, size, version, req.type, target_summary(fetched), used)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)

@@ -159,7 +159,9 @@ def add_target(
 class FaultServer:
     """A real HTTP server on 127.0.0.1 serving a directory, counting bytes per path, with
     optional faults per path: "stall" (headers, then silence), "endless" (never-ending body),
-    "500-once" (one 500, then normal), or an HTTP status code."""
+    "500-once" (one 500, then normal), an HTTP status code, "drip:S" (the file's headers, then
+    one byte every S seconds), "drop" / "drop-once" (the full Content-Length, half the body, then
+    the connection closes), "retry-after:V" / "retry-after-once:V" (503 with ``Retry-After: V``)."""
 
     def __init__(self, directory: Path, tls: ssl.SSLContext | None = None) -> None:
         self.directory = directory
@@ -181,6 +183,35 @@ class FaultServer:
                     return
                 if isinstance(fault, int):
                     self.send_error(fault)
+                    return
+                if isinstance(fault, str) and fault.startswith("retry-after"):
+                    kind, _, value = fault.partition(":")
+                    if kind == "retry-after-once":
+                        del owner.faults[path]
+                    self.send_response(503)
+                    self.send_header("Retry-After", value)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if isinstance(fault, str) and fault.startswith(("drip:", "drop")):
+                    if fault == "drop-once":
+                        del owner.faults[path]
+                    data = Path(self.translate_path(path)).read_bytes()
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    with contextlib.suppress(OSError):
+                        if fault.startswith("drip:"):
+                            interval = float(fault.split(":", 1)[1])
+                            for i in range(len(data)):
+                                self.wfile.write(data[i : i + 1])
+                                self.wfile.flush()
+                                owner.bytes_served[path] += 1
+                                time.sleep(interval)
+                        else:
+                            self.wfile.write(data[: len(data) // 2])
+                            owner.bytes_served[path] += len(data) // 2
+                    self.close_connection = True
                     return
                 if fault in ("stall", "endless"):
                     self.send_response(200)

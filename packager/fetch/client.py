@@ -28,10 +28,21 @@ from tuf.api.metadata import TargetFile
 from tuf.api.serialization import DeserializationError
 from tuf.ngclient import FetcherInterface, UpdaterConfig
 
+from packager import signals
 from packager.errors import PackagerError, UsageError
+from packager.fetch.cache import (
+    cache_name,
+    copy_from_cache,
+    new_private_file,
+    open_cache_dir,
+    private_subdir,
+    remove_symlinks,
+    write_private_text,
+    write_verified,
+)
 from packager.fetch.gotuf import GoTufUpdater, parse_expires, python_tuf_reads
 from packager.fetch.http import HttpOptions, RequestsFetcher
-from packager.repo.fsutil import link_or_copy
+from packager.repo.fsutil import create_private_temp
 
 FLEET_UPDATE_URL = "https://updates.fleetdm.com"
 _EMBEDDED_ROOT = Path(__file__).resolve().parent.parent / "data" / "fleet-public-root-v6.json"
@@ -129,17 +140,18 @@ class UpdateClient:
         if cache_dir is None:
             if offline:
                 raise UsageError("--offline needs the cache; drop --no-cache")
-            self._tmp = tempfile.TemporaryDirectory(prefix="orbit-packager-")
+            with signals.deferred():  # no signal between its creation and its finalizer
+                self._tmp = tempfile.TemporaryDirectory(prefix="orbit-packager-")
             cache_dir = Path(self._tmp.name)
-        self.cache_dir = cache_dir
+        # Only the caller's own cache is used, and nothing in it through a symbolic link.
+        self.cache_dir = cache_dir = open_cache_dir(cache_dir)
         key = hashlib.sha256(
             self.update_url.encode() + b"\n" + hashlib.sha256(trusted_root).digest()
         ).hexdigest()[:24]
-        self.metadata_dir = cache_dir / "metadata" / key
-        self.targets_dir = cache_dir / "targets"
-        for d in (cache_dir, self.metadata_dir, self.targets_dir):
-            d.mkdir(parents=True, exist_ok=True, mode=0o700)
-        (self.metadata_dir / "url").write_text(self.update_url + "\n")
+        self.metadata_dir = private_subdir(cache_dir / "metadata" / key, cache_dir)
+        self.targets_dir = private_subdir(cache_dir / "targets", cache_dir)
+        remove_symlinks(self.metadata_dir)
+        write_private_text(self.metadata_dir / "url", self.update_url + "\n")
         self.offline = offline
         self.http = RequestsFetcher(http)
         fetcher: FetcherInterface = _OfflineFetcher(self.metadata_dir) if offline else self.http
@@ -225,29 +237,45 @@ class UpdateClient:
 
     # -- targets -----------------------------------------------------------------------------
     def fetch(self, path: str, dest: Path) -> TargetFile:
-        """Place the verified target ``path`` at ``dest`` (hard link from the cache if possible)."""
+        """Write the verified target ``path`` to ``dest``, a new private file (0600), in one
+        pass whose bytes are the bytes hashed: copied out of the cache and re-hashed in the same
+        read, or hashed as they stream from the server (and kept in the cache as well). Nothing
+        is linked to the cache, so changing a cache file later cannot change ``dest``."""
         info = self.target_info(path)
-        cached = self.targets_dir / info.hashes.get("sha512", next(iter(info.hashes.values())))
-        with self._explained(path):
-            if self.updater.find_cached_target(info, str(cached)) is None:
-                if self.offline:
-                    raise FetchError(
-                        f"--offline: target {path} is not in the cache",
-                        hint="run once without --offline to fill the cache",
-                    )
-                partial = cached.with_name(cached.name + f".part-{os.getpid()}")
-                try:
-                    self.updater.download_target(info, str(partial))
-                    os.chmod(partial, 0o644)
-                    partial.replace(cached)
-                finally:
-                    with contextlib.suppress(FileNotFoundError):
-                        partial.unlink()
         dest.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             dest.unlink()
-        link_or_copy(cached, dest)
+        with self._explained(path):
+            cached = self.targets_dir / cache_name(info)
+            if copy_from_cache(cached, info, dest, path):
+                return info
+            if self.offline:
+                raise FetchError(
+                    f"--offline: target {path} is not in the cache",
+                    hint="run once without --offline to fill the cache",
+                )
+            self._download(path, info, dest, cached)
         return info
+
+    def _download(self, path: str, info: TargetFile, dest: Path, cached: Path) -> None:
+        """Stream ``path`` from the server into ``dest`` and a new cache entry at once, hashing
+        as it goes; the entry replaces ``cached`` (never following a link there) once it
+        verified, and nothing is left behind when it does not."""
+        base = self.update_url + "/targets/"
+        url = base + path
+        root = json.loads((self.metadata_dir / "root.json").read_bytes())["signed"]
+        if root.get("consistent_snapshot"):  # as ngclient: the first hash listed
+            directory, sep, name = path.rpartition("/")
+            url = f"{base}{directory}{sep}{next(iter(info.hashes.values()))}.{name}"
+        partial, fd = create_private_temp(self.targets_dir, cached.name)
+        try:
+            with os.fdopen(fd, "wb") as entry, new_private_file(dest) as out:
+                write_verified(self.http.fetch(url), info, [out, entry], path)
+            os.replace(partial, cached)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                partial.unlink()
+            raise
 
     def stream_verify(self, path: str, info: TargetFile, keep: Path | None = None) -> int:
         """Download ``path`` and check length and every hash in one pass, keeping nothing

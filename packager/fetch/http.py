@@ -3,16 +3,29 @@ environment, connect/read timeouts, bounded retries with backoff, and a User-Age
 
 python-tuf's default fetcher (urllib3) takes neither a client certificate nor a CA bundle per
 repository, so ngclient gets this small FetcherInterface implementation instead.
+
+No server can hold a command for long: a ``Retry-After`` longer than ``retry_after_cap`` is
+shortened to it, a body that arrives slower than ``min_rate`` bytes/s over ``rate_window`` seconds
+is abandoned (a read timeout alone never trips on a byte every 20 s), and every request of a
+command shares one deadline (``--timeout``). A connection dropped mid-body is retried like a
+refused one, resuming the stream where it broke, so callers see one uninterrupted body.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import math
 import re
+import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
+from typing import Any
 
 import requests
+import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 from tuf.api import exceptions
 from tuf.ngclient import FetcherInterface
@@ -22,6 +35,10 @@ from packager import __version__
 
 CHUNK = 256 * 1024
 USER_AGENT = f"orbit-packager/{__version__}"
+DEFAULT_TIMEOUT = 300.0  # seconds for all downloads of one command (--timeout)
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+
+Clock = Callable[[], float]
 
 
 @dataclass(frozen=True)
@@ -30,12 +47,108 @@ class HttpOptions:
     client_cert: Path | None = None
     client_key: Path | None = None
     connect_timeout: float = 10.0
-    read_timeout: float = 30.0
+    read_timeout: float = 30.0  # longest silence on the socket
     retries: int = 3
     backoff: float = 0.5
+    retry_after_cap: float = 30.0  # longest Retry-After obeyed
+    min_rate: float = 1024.0  # bytes/s a body must average over every rate_window
+    rate_window: float = 30.0
+    # Seconds for every download of the command together; None: the command's --timeout
+    # (see command_timeout), else DEFAULT_TIMEOUT; math.inf: no limit.
+    timeout: float | None = None
+    clock: Clock = field(default=time.monotonic, repr=False, compare=False)
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
 
 
 ProgressHook = Callable[[str, int, int | None], None]  # (url, chunk bytes, total or None)
+
+
+def format_seconds(seconds: float) -> str:
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g}m"
+    return f"{seconds:g}s"
+
+
+class Deadline:
+    """The time budget all downloads of one command share (``--timeout``)."""
+
+    def __init__(self, seconds: float, clock: Clock = time.monotonic) -> None:
+        self.seconds = seconds
+        self.clock = clock
+        self.start = clock()
+
+    def remaining(self) -> float:
+        return self.seconds - (self.clock() - self.start)
+
+    def check(self, url: str) -> None:
+        if self.remaining() <= 0:
+            raise TimeoutExceeded(url, self.seconds)
+
+    def bound(self, seconds: float) -> float:
+        """``seconds``, shortened to what is left of the budget (never 0: that means forever)."""
+        return max(min(seconds, self.remaining()), 0.001)
+
+
+_COMMAND_DEADLINE: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar(
+    "orbit_packager_command_deadline", default=None
+)
+
+
+@contextlib.contextmanager
+def command_timeout(seconds: float) -> Iterator[Deadline]:
+    """Every fetcher created inside this block (without its own ``timeout``) shares one deadline
+    of ``seconds`` from now (``math.inf``: none)."""
+    deadline = Deadline(seconds)
+    token = _COMMAND_DEADLINE.set(deadline)
+    try:
+        yield deadline
+    finally:
+        _COMMAND_DEADLINE.reset(token)
+
+
+class _BoundedRetry(Retry):
+    """urllib3's retries, with the waits bounded: a Retry-After above the cap is shortened to it
+    (and remembered for the error message), and no wait outlasts the command's deadline. A read
+    timeout is never retried (a stalled read is an outage or a slow-retrieval attack)."""
+
+    fetcher: RequestsFetcher | None = None
+
+    def new(self, **kw: Any) -> _BoundedRetry:
+        retry = super().new(**kw)
+        retry.fetcher = self.fetcher
+        return retry
+
+    def increment(
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: Any = None,
+        error: Exception | None = None,
+        _pool: Any = None,
+        _stacktrace: TracebackType | None = None,
+    ) -> _BoundedRetry:
+        if isinstance(error, urllib3.exceptions.ReadTimeoutError):
+            raise error
+        return super().increment(method, url, response, error, _pool, _stacktrace)
+
+    def get_retry_after(self, response: Any) -> float | None:
+        try:
+            return super().get_retry_after(response)
+        except urllib3.exceptions.InvalidHeader:
+            return None  # a garbled header: back off as if there were none
+
+    def sleep(self, response: Any = None) -> None:
+        fetcher = self.fetcher
+        asked = self.get_retry_after(response) if response is not None else None
+        if fetcher is None:  # pragma: no cover - always set by RequestsFetcher
+            super().sleep(response)
+            return
+        if asked is not None:
+            fetcher.note_retry_after(asked)
+            wait = min(asked, fetcher.options.retry_after_cap)
+        else:
+            wait = self.get_backoff_time()
+        fetcher.pause(wait)
 
 
 class RequestsFetcher(FetcherInterface):
@@ -43,85 +156,242 @@ class RequestsFetcher(FetcherInterface):
 
     def __init__(self, options: HttpOptions | None = None) -> None:
         self.options = options or HttpOptions()
+        opts = self.options
+        ambient = _COMMAND_DEADLINE.get()
+        if opts.timeout is not None or ambient is None:
+            self.deadline = Deadline(
+                DEFAULT_TIMEOUT if opts.timeout is None else opts.timeout, opts.clock
+            )
+        else:
+            self.deadline = ambient
         self.session = requests.Session()
         self.session.headers["User-Agent"] = USER_AGENT
-        retry = Retry(
-            total=self.options.retries,
-            connect=self.options.retries,
-            read=0,  # a stalled read is a slow-retrieval attack or outage: fail, don't loop
-            status=self.options.retries,
-            status_forcelist=(500, 502, 503, 504),
+        retry = _BoundedRetry(
+            total=opts.retries,
+            connect=opts.retries,
+            read=opts.retries,  # connections dropped before the headers; timeouts never
+            status=opts.retries,
+            status_forcelist=RETRY_STATUSES,
             allowed_methods=frozenset({"GET"}),
-            backoff_factor=self.options.backoff,
+            backoff_factor=opts.backoff,
             raise_on_status=False,
         )
+        retry.fetcher = self
         adapter = HTTPAdapter(max_retries=retry)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         # Passed per request, not set on the session: requests lets REQUESTS_CA_BUNDLE and
         # CURL_CA_BUNDLE from the environment override Session.verify, which would silently
         # ignore --update-tls-certificate on machines that set them.
-        self._verify: str | bool = str(self.options.ca_bundle) if self.options.ca_bundle else True
+        self._verify: str | bool = str(opts.ca_bundle) if opts.ca_bundle else True
         self._cert: tuple[str, str] | str | None = None
-        if self.options.client_cert:
-            key = self.options.client_key
-            self._cert = (
-                (str(self.options.client_cert), str(key)) if key else str(self.options.client_cert)
-            )
+        if opts.client_cert:
+            key = opts.client_key
+            self._cert = (str(opts.client_cert), str(key)) if key else str(opts.client_cert)
         self.progress: ProgressHook | None = None
         self.bytes_received = 0
         self.last_body: dict[str, bytes] = {}
         self.last_name = ""
+        self._url = ""
+        self._retry_after_asked = 0.0
 
-    def _fetch(self, url: str) -> Iterator[bytes]:
-        self.last_name = url.rsplit("/", 1)[-1]
+    # -- waits -------------------------------------------------------------------------------
+    def note_retry_after(self, seconds: float) -> None:
+        self._retry_after_asked = max(self._retry_after_asked, seconds)
+
+    def pause(self, seconds: float) -> None:
+        """Wait ``seconds`` before a retry, unless the deadline comes first (then fail now)."""
+        if seconds <= 0:
+            return
+        if seconds >= self.deadline.remaining():
+            raise TimeoutExceeded(self._url, self.deadline.seconds, self._asked_note())
+        self.options.sleep(seconds)
+
+    def _asked_note(self) -> str:
+        asked = self._retry_after_asked
+        if asked <= self.options.retry_after_cap:
+            return ""
+        return (
+            f"the server asked to retry after {asked:.0f}s; orbit-packager waits at most "
+            f"{format_seconds(self.options.retry_after_cap)}: try again later"
+        )
+
+    # -- requests ----------------------------------------------------------------------------
+    def _get(self, url: str) -> requests.Response:
+        """GET ``url`` (headers only, the body streams), with retries; raise DownloadErrors."""
+        self._url = url
+        self._retry_after_asked = 0.0
+        self.deadline.check(url)
+        opts = self.options
+        timeout = (
+            self.deadline.bound(opts.connect_timeout),
+            self.deadline.bound(opts.read_timeout),
+        )
         try:
             response = self.session.get(
-                url,
-                stream=True,
-                timeout=(self.options.connect_timeout, self.options.read_timeout),
-                verify=self._verify,
-                cert=self._cert,
+                url, stream=True, timeout=timeout, verify=self._verify, cert=self._cert
             )
         except requests.exceptions.SSLError as exc:
             raise TlsError(url, exc, has_client_cert=self._cert is not None) from None
+        except requests.exceptions.ConnectTimeout:
+            self.deadline.check(url)
+            raise exceptions.SlowRetrievalError(
+                f"timed out connecting to {url} (no answer in {opts.connect_timeout:g}s)"
+            ) from None
+        except requests.exceptions.ReadTimeout:
+            self.deadline.check(url)
+            raise exceptions.SlowRetrievalError(
+                f"no response from {url} for {opts.read_timeout:g}s"
+            ) from None
         except requests.exceptions.ConnectionError as exc:
             if "SSL" in str(exc):
                 raise TlsError(url, exc, has_client_cert=self._cert is not None) from None
             raise ConnectError(url, exc) from None
-        except requests.exceptions.Timeout:
-            raise exceptions.SlowRetrievalError(f"timed out connecting to {url}") from None
+        except requests.exceptions.RequestException as exc:
+            raise HttpFailure(f"request for {url} failed: {type(exc).__name__}", url) from None
         if response.status_code >= 400:
             response.close()
+            note = self._asked_note()
             raise exceptions.DownloadHTTPError(
-                f"HTTP {response.status_code} for {url}", response.status_code
+                f"HTTP {response.status_code} for {url}" + (f" ({note})" if note else ""),
+                response.status_code,
             )
+        return response
+
+    def _fetch(self, url: str) -> Iterator[bytes]:
+        self.last_name = url.rsplit("/", 1)[-1]
+        response = self._get(url)
         length = response.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
         return self._chunks(url, response, total)
 
     def _chunks(self, url: str, response: requests.Response, total: int | None) -> Iterator[bytes]:
+        """The body, resumed on a new request (skipping what was delivered) when the connection
+        drops, up to ``retries`` times."""
         name = url.rsplit("/", 1)[-1]
         keep = name.endswith(".json")
         body = bytearray()
+        delivered = 0
+        drops = 0
         try:
-            for chunk in response.iter_content(CHUNK):
-                self.bytes_received += len(chunk)
-                if self.progress is not None:
-                    self.progress(url, len(chunk), total)
-                if keep and len(body) < 5_000_000:
-                    body += chunk
-                yield chunk
-        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-            if "timed out" in str(exc).lower() or isinstance(exc, requests.exceptions.Timeout):
-                raise exceptions.SlowRetrievalError(
-                    f"no data from {url} for {self.options.read_timeout:g}s"
-                ) from None
-            raise ConnectError(url, exc) from None
+            while True:
+                skip = delivered
+                try:
+                    for chunk in self._read(url, response):
+                        if skip:
+                            if len(chunk) <= skip:
+                                skip -= len(chunk)
+                                continue
+                            chunk = chunk[skip:]
+                            skip = 0
+                        delivered += len(chunk)
+                        self.bytes_received += len(chunk)
+                        if self.progress is not None:
+                            self.progress(url, len(chunk), total)
+                        if keep and len(body) < 5_000_000:
+                            body += chunk
+                        yield chunk
+                    break
+                except _Dropped as exc:
+                    response.close()
+                    drops += 1
+                    if drops > self.options.retries:
+                        got = f"{delivered} of {total}" if total is not None else f"{delivered}"
+                        raise HttpFailure(
+                            f"the connection to {url} broke off after {got} bytes, "
+                            f"{drops} times ({exc.reason})",
+                            url,
+                        ) from None
+                    self.pause(self.options.backoff * (2 ** (drops - 1)))
+                    response = self._get(url)
         finally:
             response.close()
         if keep:
             self.last_body[name] = bytes(body)
+
+    def _read(self, url: str, response: requests.Response) -> Iterator[bytes]:
+        """Raw body chunks as soon as they arrive, checking the transfer rate and the deadline
+        after each one."""
+        opts = self.options
+        raw = response.raw
+        read1 = getattr(raw, "read1", None)  # urllib3 >= 2
+        window_start, window_bytes = opts.clock(), 0
+        while True:
+            self.deadline.check(url)
+            try:
+                data = (
+                    read1(CHUNK, decode_content=True)
+                    if read1 is not None
+                    else raw.read(8192, decode_content=True)
+                )
+            except urllib3.exceptions.ReadTimeoutError:
+                self.deadline.check(url)
+                raise exceptions.SlowRetrievalError(
+                    f"no data from {url} for {opts.read_timeout:g}s"
+                ) from None
+            except urllib3.exceptions.DecodeError:
+                raise HttpFailure(
+                    f"{url} sent a body its Content-Encoding cannot decode", url
+                ) from None
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                raise _Dropped(_reason(exc)) from None
+            if not data:
+                return
+            window_bytes += len(data)
+            elapsed = opts.clock() - window_start
+            if elapsed >= opts.rate_window:
+                if window_bytes < opts.min_rate * elapsed:
+                    raise TransferTooSlow(
+                        f"{url} sent {window_bytes} bytes in {elapsed:.1f}s, below the minimum "
+                        f"of {opts.min_rate:g} bytes/s",
+                        url,
+                    )
+                window_start, window_bytes = opts.clock(), 0
+            yield data
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc)
+    if "IncompleteRead" in text or "Connection broken" in text:
+        return "incomplete body"
+    if "reset" in text.lower():
+        return "connection reset"
+    return type(exc).__name__
+
+
+class _Dropped(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class HttpFailure(exceptions.DownloadError):
+    """A download failed; the message is complete (names the URL and what happened)."""
+
+    def __init__(self, message: str, url: str) -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class TransferTooSlow(exceptions.SlowRetrievalError):
+    """A body arrived below the minimum rate: complete message, names the URL."""
+
+    def __init__(self, message: str, url: str) -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class TimeoutExceeded(TransferTooSlow):
+    """The command's --timeout passed while downloading ``url``."""
+
+    def __init__(self, url: str, seconds: float, note: str = "") -> None:
+        limit = "no limit" if math.isinf(seconds) else format_seconds(seconds)
+        super().__init__(
+            f"gave up on {url}: the downloads took longer than --timeout {limit}"
+            + (f" ({note})" if note else " (raise --timeout or ORBIT_PACKAGER_TIMEOUT)"),
+            url,
+        )
+        self.seconds = seconds
 
 
 class ConnectError(exceptions.DownloadError):

@@ -11,9 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import lief
-
+from packager import signals
 from packager.errors import PackagerError
+
+# An interrupt that surfaces inside lief's C++ module initialisation is a C++ exception no one
+# catches: std::terminate, exit 134 and no cleanup. Signals wait until the import is done.
+with signals.deferred():
+    import lief
 
 lief.logging.disable()
 

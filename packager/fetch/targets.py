@@ -25,6 +25,7 @@ from pathlib import Path
 
 from tuf.api.metadata import TargetFile
 
+from packager import signals
 from packager.errors import UsageError
 from packager.fetch.client import FetchError, UpdateClient
 from packager.fetch.extract import extract_tar_gz
@@ -241,15 +242,20 @@ def fetch_into_directory(
     if outdir.exists() and (not outdir.is_dir() or any(outdir.iterdir())):
         raise UsageError(f"{outdir} already exists", hint="remove it or choose another --outdir")
     outdir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
+    staging: Path | None = None
     try:
+        with signals.deferred():  # no signal between its creation and the name being known
+            staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
         fetched = fetch_agent_targets(client, sel, staging)
         staging.chmod(0o755)
-        if outdir.exists():
-            outdir.rmdir()
-        staging.rename(outdir)
+        with signals.deferred():  # once renamed, the command completes (packager.signals)
+            if outdir.exists():
+                outdir.rmdir()
+            staging.rename(outdir)
+            signals.finishing()
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
         raise
     for item in fetched:
         item.local_path = outdir / item.local_path.relative_to(staging)

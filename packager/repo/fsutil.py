@@ -6,9 +6,12 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import io
 import os
 import re
-from collections.abc import Iterator
+import secrets
+import stat
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from packager.errors import BusyError
@@ -80,14 +83,21 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     fsync_dir(path.parent)
 
 
-def copy_and_hash(src: Path, dst: Path, algorithm: str = "sha512") -> tuple[int, str]:
-    """Stream ``src`` into a new file ``dst`` (0644, fsynced), hashing in the same pass.
+def copy_and_hash(
+    src: Path, dst: Path, algorithm: str = "sha512", *, mode: int | None = None
+) -> tuple[int, str]:
+    """Stream ``src`` into a new file ``dst`` (fsynced), hashing in the same pass.
 
-    Returns (length, hex digest). Memory stays bounded whatever the file size.
+    ``dst`` is 0644 less the umask, or exactly ``mode`` when given: then it has that mode
+    before any byte is written (:func:`create_new_file`). Returns (length, hex digest).
+    Memory stays bounded whatever the file size.
     """
     digest = hashlib.new(algorithm)
     length = 0
-    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    if mode is None:
+        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    else:
+        fd = create_new_file(dst, mode)
     try:
         with src.open("rb") as fin, os.fdopen(fd, "wb") as fout:
             while chunk := fin.read(CHUNK):
@@ -140,10 +150,104 @@ def move_into_place(src: Path, dst: Path) -> None:
         tmp = temp_path(dst)
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-        copy_and_hash(src, tmp)
-        os.chmod(tmp, src.stat().st_mode & 0o7777)
+        copy_and_hash(src, tmp, mode=src.stat().st_mode & 0o7777)
         os.replace(tmp, dst)
         src.unlink()
+
+
+def create_new_file(path: Path, mode: int) -> int:
+    """Create ``path`` (which must not exist, not even as a symbolic link) for writing, with
+    exactly ``mode`` before anything is written: O_CREAT|O_EXCL|O_NOFOLLOW, then fchmod, so
+    the umask can neither widen nor narrow it. Returns the file descriptor."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags, mode & 0o700)  # nothing for group/others until fchmod
+    try:
+        os.fchmod(fd, mode)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        raise
+    return fd
+
+
+def create_private_temp(directory: Path, name: str, mode: int = 0o600) -> tuple[Path, int]:
+    """A new file with an unpredictable name beside ``name`` in ``directory``, created as
+    :func:`create_new_file` does: a name planted in a shared directory (a symbolic link in
+    /tmp) is never opened. Returns the path and a descriptor open for writing."""
+    for _ in range(100):
+        path = directory / f".{name[:200]}.{secrets.token_hex(8)}.tmp"
+        try:
+            return path, create_new_file(path, mode)
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(directory))
+
+
+def place_private_file(
+    src: Path,
+    dst: Path,
+    *,
+    mode: int = 0o600,
+    commit: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext,
+) -> tuple[int, str]:
+    """Move the file ``src`` (in a private directory) to ``dst`` atomically; return its size
+    and sha256, read in the same pass as any copy.
+
+    At no instant can anyone but the owner read it at ``dst``'s directory: ``src`` gets
+    ``mode`` before it moves. Across file systems the bytes go to a new temporary file beside
+    ``dst`` created with ``mode`` (:func:`create_private_temp`), fsynced, then renamed. A
+    symbolic link at ``dst`` is never followed: the rename replaces the link itself.
+    The final rename (the point of no return) runs inside ``commit()``, e.g. to hold signals
+    back across it.
+    """
+    fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as source:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(src))
+        os.fchmod(fd, mode)
+        try:
+            with commit():
+                os.replace(src, dst)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+        else:
+            with contextlib.suppress(OSError):  # the rename happened; durability is a bonus
+                fsync_dir(dst.parent)
+            return _size_and_sha256(source)
+        tmp, out_fd = create_private_temp(dst.parent, dst.name, mode)
+        try:
+            digest = hashlib.sha256()
+            size = 0
+            with os.fdopen(out_fd, "wb") as out:
+                while chunk := source.read(CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+                    size += len(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            with commit():
+                os.replace(tmp, dst)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
+    with contextlib.suppress(OSError):
+        fsync_dir(dst.parent)
+    with contextlib.suppress(FileNotFoundError):
+        src.unlink()
+    return size, digest.hexdigest()
+
+
+def _size_and_sha256(f: io.BufferedReader) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    while chunk := f.read(CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
+    return size, digest.hexdigest()
 
 
 def remove_empty_dirs(start: Path, stop: Path) -> None:

@@ -1,0 +1,116 @@
+"""SIGINT, SIGTERM and SIGHUP stop a command the way an error does: the exception unwinds the
+stack, so every ``finally`` and ``with`` removes what the command created (the private build
+directory, a ``--no-cache`` cache, temporary names beside the output), and the process exits
+128 + the signal number (130, 143, 129).
+
+* :func:`install` (the command line's entry point calls it first) makes the three signals raise
+  :class:`Interrupted`. The first signal raises; later ones are ignored, so cleanup runs to the
+  end.
+* :func:`deferred` holds signals back while code must not be interrupted -- importing lief,
+  whose C++ module initialisation aborts the process (exit 134) when an exception surfaces in
+  the middle of it. The signal is acted on when the block ends. It also blocks the signals at
+  the thread level, so this holds even before :func:`install` has run.
+* :func:`finishing` marks the instant a command's result is put in place (the installer renamed
+  to its final name): from then on signals are ignored and the command completes and exits 0,
+  so an output file exists and "Generated ..." is printed exactly when the exit status is 0.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Interrupted(BaseException):
+    """A handled signal arrived; unwinding cleans up, then the process exits 128 + signo.
+
+    A BaseException, like KeyboardInterrupt, so ``except Exception`` never swallows it."""
+
+    def __init__(self, signo: int) -> None:
+        super().__init__(signal.Signals(signo).name)
+        self.signo = signo
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signo
+
+    @property
+    def message(self) -> str:
+        # SIGINT keeps the wording Ctrl-C always had.
+        if self.signo == signal.SIGINT:
+            return "aborted"
+        return f"aborted by {signal.Signals(self.signo).name}"
+
+
+class _State:
+    installed = False
+    deferring = 0
+    pending: int | None = None  # a signal that arrived while deferring
+    stopping = False  # Interrupted was raised: later signals are ignored
+    finished = False  # the result is in place: signals are ignored
+
+
+_state = _State()
+
+
+def _handle(signo: int, _frame: FrameType | None) -> None:
+    if _state.stopping or _state.finished:
+        return
+    if _state.deferring:
+        if _state.pending is None:
+            _state.pending = signo
+        return
+    _state.stopping = True
+    raise Interrupted(signo)
+
+
+def install() -> None:
+    """Make SIGINT, SIGTERM and SIGHUP raise :class:`Interrupted` (main thread only)."""
+    if _state.installed or threading.current_thread() is not threading.main_thread():
+        return
+    for signo in HANDLED:
+        if signal.getsignal(signo) is not signal.SIG_IGN:
+            # An ignored signal stays ignored, as Python itself does for SIGINT: SIGHUP under
+            # nohup, SIGINT for `cmd &` in a non-interactive shell.
+            signal.signal(signo, _handle)
+    _state.installed = True
+
+
+def raise_pending() -> None:
+    """Raise :class:`Interrupted` for a signal that arrived while it was deferred."""
+    if _state.pending is not None and not _state.finished and not _state.deferring:
+        signo, _state.pending = _state.pending, None
+        _state.stopping = True
+        raise Interrupted(signo)
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """Hold SIGINT, SIGTERM and SIGHUP back for the block; act on them when it ends."""
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
+    _state.deferring += 1
+    try:
+        yield
+    finally:
+        _state.deferring -= 1
+        # A signal blocked meanwhile is delivered here: to the handler once nothing defers.
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        raise_pending()
+
+
+def finishing() -> None:
+    """The command's result is about to be put in place: complete, whatever signal comes."""
+    _state.finished = True
+
+
+def reset_for_tests() -> None:
+    """Forget every state (tests that exercise this module in-process)."""
+    _state.deferring = 0
+    _state.pending = None
+    _state.stopping = False
+    _state.finished = False

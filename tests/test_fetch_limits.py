@@ -1,0 +1,222 @@
+"""Issue 12, classes 7 and 9: no server can hold a download for long, and a connection that
+breaks mid-body is retried, then reported as a fetch error naming the URL (exit 4).
+
+Real HTTP server on 127.0.0.1 (FaultServer's "drip", "retry-after" and "drop" faults); the
+limits are injected small (and waits recorded instead of slept) so every test takes seconds."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from packager.fetch.client import FetchError, UpdateClient
+from packager.fetch.http import HttpOptions
+from packager.repo.passphrase import PassphraseSource
+from packager.repo.repository import UpdateRepository
+from tests.helpers import TEST_PASSPHRASES, FaultServer, cli
+
+ORBIT = b"\x7fELF orbit 1.0.0 " * 64  # 1,088 bytes
+TARGET = "orbit/linux/stable/orbit"
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("limits") / "repo"
+    lib = UpdateRepository(path, PassphraseSource(environ=TEST_PASSPHRASES))
+    lib.init()
+    src = path.parent / "orbit"
+    src.write_bytes(ORBIT)
+    lib.add(src, name="orbit", platform="linux", version="1.0.0", tags=["stable"])
+    lib.add(src, name="orbit", platform="windows", version="1.0.0", tags=["stable"])
+    return path
+
+
+class Sleeps:
+    """An injected ``sleep``: records every wait the fetcher asks for, sleeps none of it."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+def _client(server: FaultServer, repo: Path, **http: Any) -> UpdateClient:
+    root = (repo / "repository/1.root.json").read_bytes()
+    opts = HttpOptions(**{"read_timeout": 3.0, "retries": 2, "backoff": 0.01, **http})
+    return UpdateClient(server.url, root, cache_dir=None, http=opts)
+
+
+def _fails(server: FaultServer, repo: Path, tmp_path: Path, **http: Any) -> tuple[str, float]:
+    start = time.monotonic()
+    with _client(server, repo, **http) as client, pytest.raises(FetchError) as err:
+        client.fetch(TARGET, tmp_path / "orbit")
+    message = str(err.value)
+    assert "\n" not in message
+    assert not (tmp_path / "orbit").exists()
+    return message, time.monotonic() - start
+
+
+@pytest.mark.timeout(60)
+def test_retry_after_is_capped_and_named(repo: Path, tmp_path: Path) -> None:
+    server = FaultServer(repo / "repository")
+    try:
+        server.faults["/timestamp.json"] = "retry-after:3600"
+        sleeps = Sleeps()
+        message, elapsed = _fails(server, repo, tmp_path, retry_after_cap=0.25, sleep=sleeps)
+        assert sleeps.waits == [0.25, 0.25], sleeps.waits  # two retries, each capped
+        assert f"HTTP 503 for {server.url}/timestamp.json" in message, message
+        assert "asked to retry after 3600s" in message and "at most 0.25s" in message, message
+        assert server.requests["/timestamp.json"] == 3
+        assert elapsed < 5
+
+        # A server that asks once, then answers: one capped wait, and the download succeeds.
+        server.faults["/timestamp.json"] = "retry-after-once:3600"
+        sleeps = Sleeps()
+        with _client(server, repo, retry_after_cap=0.25, sleep=sleeps) as client:
+            client.fetch(TARGET, tmp_path / "ok")
+        assert sleeps.waits == [0.25]
+        assert (tmp_path / "ok").read_bytes() == ORBIT
+    finally:
+        server.close()
+
+
+@pytest.mark.timeout(60)
+def test_retry_after_longer_than_the_deadline_fails_at_once(repo: Path, tmp_path: Path) -> None:
+    server = FaultServer(repo / "repository")
+    try:
+        server.faults["/timestamp.json"] = "retry-after:20"
+        sleeps = Sleeps()
+        message, elapsed = _fails(
+            server, repo, tmp_path, retry_after_cap=30, timeout=5, sleep=sleeps
+        )
+        assert sleeps.waits == []  # 20 s would pass the 5 s deadline: no wait at all
+        assert f"gave up on {server.url}/timestamp.json" in message, message
+        assert "--timeout 5s" in message, message
+        assert elapsed < 3
+    finally:
+        server.close()
+
+
+@pytest.mark.timeout(60)
+def test_drip_fed_body_trips_the_minimum_rate(repo: Path, tmp_path: Path) -> None:
+    """One byte every 0.1 s never trips a read timeout; the minimum rate stops it."""
+    server = FaultServer(repo / "repository")
+    try:
+        server.faults[f"/targets/{TARGET}"] = "drip:0.1"
+        message, elapsed = _fails(
+            server, repo, tmp_path, min_rate=1000, rate_window=0.5, read_timeout=2, timeout=30
+        )
+        assert f"{server.url}/targets/{TARGET} sent" in message, message
+        assert "below the minimum of 1000 bytes/s" in message, message
+        assert elapsed < 4, elapsed
+        assert server.bytes_served[f"/targets/{TARGET}"] < 40
+    finally:
+        server.close()
+
+
+@pytest.mark.timeout(60)
+def test_overall_timeout_stops_a_drip(repo: Path, tmp_path: Path) -> None:
+    server = FaultServer(repo / "repository")
+    try:
+        server.faults[f"/targets/{TARGET}"] = "drip:0.05"
+        message, elapsed = _fails(server, repo, tmp_path, min_rate=0, read_timeout=2, timeout=1.5)
+        assert f"gave up on {server.url}/targets/{TARGET}" in message, message
+        assert "--timeout 1.5s" in message and "ORBIT_PACKAGER_TIMEOUT" in message, message
+        assert elapsed < 3.5, elapsed
+    finally:
+        server.close()
+
+
+def test_dropped_connection_is_retried_and_resumed(repo: Path, tmp_path: Path) -> None:
+    server = FaultServer(repo / "repository")
+    try:
+        server.faults[f"/targets/{TARGET}"] = "drop-once"
+        with _client(server, repo) as client:
+            client.fetch(TARGET, tmp_path / "orbit")
+        assert (tmp_path / "orbit").read_bytes() == ORBIT
+        assert server.requests[f"/targets/{TARGET}"] == 2
+    finally:
+        server.close()
+
+
+def test_dropped_connection_is_a_fetch_error_naming_the_url(repo: Path, tmp_path: Path) -> None:
+    server = FaultServer(repo / "repository")
+    try:
+        server.faults[f"/targets/{TARGET}"] = "drop"
+        message, _ = _fails(server, repo, tmp_path)
+        assert f"the connection to {server.url}/targets/{TARGET} broke off" in message, message
+        assert f"after {len(ORBIT) // 2} of {len(ORBIT)} bytes, 3 times" in message, message
+        assert server.requests[f"/targets/{TARGET}"] == 3  # first try + 2 retries
+        server.faults.clear()
+        server.faults["/snapshot.json"] = "drop"
+        message, _ = _fails(server, repo, tmp_path)
+        assert f"the connection to {server.url}/snapshot.json broke off" in message, message
+    finally:
+        server.close()
+
+
+def _verify(server: FaultServer, repo: Path, *extra: str, env: dict[str, str] | None = None):
+    return cli(
+        "verify", "--update-url", server.url, "--update-roots", repo / "repository/1.root.json",
+        *extra, check=False, env=env, timeout=60,
+    )  # fmt: skip
+
+
+def test_verify_keeps_its_report_when_a_body_drops(repo: Path) -> None:
+    server = FaultServer(repo / "repository")
+    try:
+        server.faults[f"/targets/{TARGET}"] = "drop"
+        out = _verify(server, repo, "--json")
+        assert out.returncode == 4, out.stderr
+        assert out.stderr == ""  # no traceback, no raw tuple
+        report = json.loads(out.stdout)
+        assert [t["ok"] for t in report["targets"]].count(False) == 1
+        (failure,) = report["failures"]
+        assert f"{server.url}/targets/{TARGET} broke off" in failure, failure
+        assert len(report["targets"]) == 4 and report["roles"]
+    finally:
+        server.close()
+
+
+@pytest.mark.timeout(60)
+def test_timeout_option_and_environment(repo: Path, tmp_path: Path) -> None:
+    server = FaultServer(repo / "repository")
+    try:
+        server.faults["/timestamp.json"] = "drip:0.05"
+        start = time.monotonic()
+        out = _verify(server, repo, "--timeout", "2s")
+        assert time.monotonic() - start < 15
+        assert out.returncode == 4, out.stderr
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1, out.stderr
+        assert f"gave up on {server.url}/timestamp.json" in lines[0]
+        assert "--timeout 2s" in lines[0]
+
+        by_env = _verify(server, repo, env={"ORBIT_PACKAGER_TIMEOUT": "1s"})
+        assert by_env.returncode == 4 and "--timeout 1s" in by_env.stderr, by_env.stderr
+
+        fetch = cli(
+            "fetch", "--type", "deb", "--update-url", server.url, "--update-roots",
+            repo / "repository/1.root.json", "--no-cache", "--outdir", tmp_path / "out",
+            "--timeout", "1s", check=False, timeout=60,
+        )  # fmt: skip
+        assert fetch.returncode == 4 and "--timeout 1s" in fetch.stderr, fetch.stderr
+        assert not (tmp_path / "out").exists()
+
+        package = cli(
+            "package", "--type", "deb", "--update-url", server.url, "--update-roots",
+            repo / "repository/1.root.json", "--no-cache", "--outfile", tmp_path / "x.deb",
+            check=False, timeout=60, env={"ORBIT_PACKAGER_TIMEOUT": "1s"},
+        )  # fmt: skip
+        assert package.returncode == 4, package.stderr
+        assert f"gave up on {server.url}/timestamp.json" in package.stderr, package.stderr
+
+        bad = _verify(server, repo, "--timeout", "soon")
+        assert bad.returncode == 2 and "--timeout" in bad.stderr
+    finally:
+        server.close()
