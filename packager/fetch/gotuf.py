@@ -74,7 +74,10 @@ def parse_expires(value: str) -> datetime:
     match = _RFC3339.fullmatch(value)
     if match is None:
         raise ValueError(f"expires {value!r} is not an RFC 3339 time")
-    moment = datetime.strptime(f"{match['date']}T{match['time']}", "%Y-%m-%dT%H:%M:%S")
+    try:
+        moment = datetime.strptime(f"{match['date']}T{match['time']}", "%Y-%m-%dT%H:%M:%S")
+    except ValueError as exc:  # a day, hour or second out of range (Go refuses those too)
+        raise ValueError(f"expires {value!r} is not a valid time: {exc}") from None
     fraction = match["fraction"]
     if fraction:
         moment += timedelta(microseconds=int(fraction[:6].ljust(6, "0")))
