@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import math
 import os
+import shutil
 import sys
+import tempfile
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,7 +28,7 @@ from packager.fetch.client import (
     default_cache_dir,
     load_trusted_root,
 )
-from packager.fetch.http import HttpOptions
+from packager.fetch.http import DEFAULT_TIMEOUT, HttpOptions, command_timeout, format_seconds
 from packager.fetch.progress import download_progress
 from packager.fetch.targets import TargetSelection, fetch_into_directory, installer_version
 from packager.fetch.verify import render_text as render_verify
@@ -235,9 +240,27 @@ def status(path: Path, warn: timedelta, with_targets: bool, as_json: bool) -> No
     sys.exit(EXIT_OK if report.ok else EXIT_CHECK_FAILED)
 
 
+def _timeout(_ctx: click.Context, _param: click.Parameter, value: str) -> float:
+    if value.strip() == "0":
+        return math.inf
+    try:
+        return parse_duration(value, what="--timeout").total_seconds()
+    except PackagerError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 def update_server_options(f: F) -> F:
     """The flags every command that talks to an update server shares (fleetctl's names)."""
     options = [
+        click.option(
+            "--timeout",
+            default=format_seconds(DEFAULT_TIMEOUT),
+            show_default=True,
+            envvar="ORBIT_PACKAGER_TIMEOUT",
+            callback=_timeout,
+            help="Give up when the downloads take longer than this in all (e.g. 10m; 0: no "
+            "limit). Also ORBIT_PACKAGER_TIMEOUT.",
+        ),
         click.option(
             "--update-url",
             default=FLEET_UPDATE_URL,
@@ -296,13 +319,14 @@ def _cache_dir(cache_dir: Path | None, no_cache: bool, offline: bool) -> Path | 
         raise UsageError("--no-cache cannot be combined with --cache-dir or --offline")
     if no_cache:
         return None
-    return cache_dir or default_cache_dir()
+    return cache_dir or _default_cache()
 
 
 def _http_options(
     update_tls_certificate: Path | None,
     update_tls_client_certificate: Path | None,
     update_tls_client_key: Path | None,
+    timeout: float | None = None,
 ) -> HttpOptions:
     if bool(update_tls_client_certificate) != bool(update_tls_client_key):
         raise UsageError("--update-tls-client-certificate and --update-tls-client-key go together")
@@ -310,7 +334,44 @@ def _http_options(
         ca_bundle=update_tls_certificate,
         client_cert=update_tls_client_certificate,
         client_key=update_tls_client_key,
+        timeout=timeout,
     )
+
+
+def _default_cache() -> Path:
+    try:
+        return default_cache_dir()
+    except RuntimeError:  # Path.home(): HOME unset and no passwd entry
+        raise UsageError(
+            "no home directory for the download cache (HOME is not set)",
+            hint="pass --cache-dir DIR, set XDG_CACHE_HOME or HOME, or use --no-cache",
+        ) from None
+
+
+def _related(filename: object, directory: Path) -> bool:
+    """Whether ``filename`` (from an OSError) is ``directory``, inside it or one of its parents."""
+    if not isinstance(filename, str | bytes | os.PathLike):
+        return False
+    path = Path(os.fsdecode(filename)).absolute()
+    base = directory.absolute()
+    return path == base or path in base.parents or base in path.parents
+
+
+@contextlib.contextmanager
+def _cache_errors(cache: Path | None) -> Iterator[None]:
+    """An OSError on the download cache (or on the directories above it, like an unwritable
+    HOME) becomes one line naming the cache and how to choose another."""
+    try:
+        yield
+    except OSError as exc:
+        if cache is None or not _related(exc.filename, cache):
+            raise
+        raise UsageError(
+            f"cannot use the download cache {cache}: {exc.strerror or type(exc).__name__}: "
+            f"{exc.filename}",
+            hint="pass --cache-dir DIR (or set ORBIT_PACKAGER_CACHE_DIR or XDG_CACHE_HOME) "
+            "to a writable directory, or use --no-cache",
+        ) from None
 
 
 @cli.command()
@@ -329,6 +390,7 @@ def verify(
     update_tls_certificate: Path | None,
     update_tls_client_certificate: Path | None,
     update_tls_client_key: Path | None,
+    timeout: float,
     patterns: tuple[str, ...],
     warn: timedelta,
     download_dir: Path | None,
@@ -337,7 +399,7 @@ def verify(
     """Check a published update repository as an agent would: every signature, expiry and
     target hash, from the trusted root. Exit 4 on any failure, 1 on an expiry within --warn."""
     http = _http_options(
-        update_tls_certificate, update_tls_client_certificate, update_tls_client_key
+        update_tls_certificate, update_tls_client_certificate, update_tls_client_key, timeout
     )
     root = load_trusted_root(update_url, update_roots)
     with (
@@ -409,6 +471,7 @@ def fetch(
     update_tls_certificate: Path | None,
     update_tls_client_certificate: Path | None,
     update_tls_client_key: Path | None,
+    timeout: float,
     cache_dir: Path | None,
     no_cache: bool,
     offline: bool,
@@ -426,11 +489,14 @@ def fetch(
         fleet_desktop,
     )
     http = _http_options(
-        update_tls_certificate, update_tls_client_certificate, update_tls_client_key
+        update_tls_certificate, update_tls_client_certificate, update_tls_client_key, timeout
     )
     root = load_trusted_root(update_url, update_roots)
     cache = _cache_dir(cache_dir, no_cache, offline)
-    with UpdateClient(update_url, root, cache_dir=cache, http=http, offline=offline) as client:
+    with (
+        _cache_errors(cache),
+        UpdateClient(update_url, root, cache_dir=cache, http=http, offline=offline) as client,
+    ):
         with download_progress(client.http):
             fetched = fetch_into_directory(client, selection, outdir)
         version = installer_version(fetched)
@@ -555,6 +621,9 @@ def _path_option(name: str, help_text: str) -> Callable[[F], F]:
 @json_option
 def package(package_type: str, as_json: bool, **flags: Any) -> None:
     """Build a fleetd (Orbit) installer, with targets fetched and verified through TUF."""
+    timeout = flags.pop("timeout")
+    if not flags["no_cache"] and flags["cache_dir"] is None:
+        flags["cache_dir"] = _default_cache()  # a missing HOME is one clear line
     request = BuildRequest(
         type=package_type,
         update_tls_certificate=flags.pop("update_tls_certificate"),
@@ -562,7 +631,8 @@ def package(package_type: str, as_json: bool, **flags: Any) -> None:
         update_tls_client_key=flags.pop("update_tls_client_key"),
         **flags,
     )
-    result = build_package(request)
+    with _cache_errors(request.cache_dir), command_timeout(timeout):
+        result = build_package(request)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2, sort_keys=True))
     else:
@@ -604,8 +674,7 @@ def _main(argv: list[str] | None) -> None:
         sys.exit(130)
     except OSError as exc:
         # Name the file and the reason, never a traceback for an environment problem.
-        where = f": {exc.filename}" if exc.filename else ""
-        click.echo(f"orbit-packager: error: {exc.strerror or exc}{where}", err=True)
+        click.echo(f"orbit-packager: error: {_os_error_line(exc)}", err=True)
         sys.exit(2)
     except Exception as exc:
         if os.environ.get("ORBIT_PACKAGER_DEBUG"):
@@ -616,6 +685,38 @@ def _main(argv: list[str] | None) -> None:
             err=True,
         )
         sys.exit(70)
+
+
+def _os_error_line(exc: OSError) -> str:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return _no_space_line(exc)
+    where = f": {exc.filename}" if exc.filename else ""
+    return f"{exc.strerror or exc}{where}"
+
+
+def _no_space_line(exc: OSError) -> str:
+    """A full disk, naming where: the temporary directory (TMPDIR) or the file being written
+    (for a copy, the destination, never the source)."""
+    reason = "disk quota exceeded" if exc.errno == errno.EDQUOT else "no space left on device"
+    dest = exc.filename2 or exc.filename
+    tmp = tempfile.gettempdir()
+    try:
+        free = shutil.disk_usage(tmp).free
+    except OSError:
+        free = None
+    shown = f", {free // 1024} KiB free" if free is not None else ""
+    in_tmp = dest is not None and _related(dest, Path(tmp))
+    if in_tmp or (dest is None and free is not None and free < 64 * 1024 * 1024):
+        return (
+            f"{reason} in the temporary directory {tmp} (TMPDIR{shown}): free space there or "
+            "set TMPDIR to a directory on a larger file system"
+        )
+    if dest is not None:
+        return f"{reason} writing {os.fsdecode(dest)}: free space on that file system"
+    return (
+        f"{reason} (the temporary directory {tmp} has room{shown}): free space where the "
+        "output or the cache is written"
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover
