@@ -449,8 +449,11 @@ class _Extractor:
         )
         if not target or target.startswith("/") or "\\" in target:
             raise refused
-        where = list(parts[:-1])  # real directories only, relative to the root
-        pending = list(reversed(target.split("/")))
+        # The link's own directory is resolved too (it holds no link, as _open_parent refused
+        # any on the way, but this check does not rely on it). ``where`` only ever holds real
+        # directories, so os.lstat below follows nothing; the root is our private directory.
+        where: list[str] = []
+        pending = list(reversed([*parts[:-1], *target.split("/")]))
         hops = 0
         missing = False  # past a missing component: the rest is resolved by name only
         while pending:
