@@ -360,6 +360,16 @@ def _expires_of(client: UpdateClient, role: str) -> str | None:
 
 def explain(exc: Exception, client: UpdateClient, target: str | None) -> str:
     """One line naming what failed, why, and what fixes it."""
+    return one_line(_explain(exc, client, target))
+
+
+def one_line(text: str) -> str:
+    """``text`` with control characters (a newline in a target path from the repository, ...)
+    escaped, so an error is always one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _explain(exc: Exception, client: UpdateClient, target: str | None) -> str:
     url = client.update_url
     message = str(exc)
     if isinstance(exc, NotCachedError):

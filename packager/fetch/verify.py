@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from packager.errors import PackagerError
-from packager.fetch.client import UpdateClient
+from packager.fetch.client import EXIT_FETCH, UpdateClient
 from packager.fetch.gotuf import non_utc_warning
 
 
@@ -60,26 +66,138 @@ def verify_repository(
     non_utc = non_utc_warning(client.metadata_dir)
     if non_utc:
         report.warnings.append(non_utc)
-    for path, tf in client.targets(patterns or None).items():
-        keep = download_dir / path if download_dir else None
-        if keep:
-            keep.parent.mkdir(parents=True, exist_ok=True)
-        entry: dict[str, object] = {"path": path, "length": tf.length, "hashes": tf.hashes}
-        version = (tf.unrecognized_fields.get("custom") or {}).get("version")
-        entry["version"] = version
-        try:
-            client.stream_verify(path, tf, keep)
-            entry["ok"] = True
-        except PackagerError as exc:
-            entry["ok"] = False
-            entry["error"] = str(exc)
-            report.failures.append(str(exc))
-        report.targets.append(entry)
-        parts = path.split("/")
-        if len(parts) >= 4:
-            key = "/".join(parts[:-2])
-            report.channels.setdefault(key, {})[parts[-2]] = str(version)
+    with contextlib.ExitStack() as stack:
+        keeper = stack.enter_context(DownloadDir(download_dir)) if download_dir else None
+        for path, tf in client.targets(patterns or None).items():
+            entry: dict[str, object] = {"path": path, "length": tf.length, "hashes": tf.hashes}
+            version = (tf.unrecognized_fields.get("custom") or {}).get("version")
+            entry["version"] = version
+            try:
+                if keeper is None:
+                    client.stream_verify(path, tf)
+                else:
+                    keeper.keep(path, functools.partial(client.stream_verify, path, tf))
+                entry["ok"] = True
+            except PackagerError as exc:
+                entry["ok"] = False
+                entry["error"] = str(exc)
+                report.failures.append(str(exc))
+            report.targets.append(entry)
+            parts = path.split("/")
+            if len(parts) >= 4:
+                key = "/".join(parts[:-2])
+                report.channels.setdefault(key, {})[parts[-2]] = str(version)
     return report
+
+
+class KeepError(PackagerError):
+    """A target could not be kept in --download-dir (reported with the target, exit 4)."""
+
+    exit_code = EXIT_FETCH
+
+
+def _shown(path: str) -> str:
+    text = repr(path)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def target_parts(path: str) -> list[str]:
+    """The components of target ``path`` as a relative path, or ValueError: absolute paths,
+    ``..``, ``.``, empty components, backslashes and control characters are refused."""
+    if not path or path.startswith("/"):
+        raise ValueError("absolute or empty")
+    if any(ord(c) < 0x20 or c in "\\\x7f" for c in path):
+        raise ValueError("backslash or control character")
+    parts = path.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise ValueError("'..', '.' or empty component")
+    return parts
+
+
+class DownloadDir:
+    """``verify --download-dir``: every target lands inside the directory or nowhere.
+
+    Target paths come from the repository, so each is confined (see ``target_parts``), its
+    directories are opened one by one without following symlinks, and the bytes are written to a
+    private temporary directory inside the download directory and renamed to the real name only
+    after the length and hashes matched: a tampered target leaves nothing under its name."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def __enter__(self) -> DownloadDir:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as exc:
+            raise PackagerError(
+                f"cannot use --download-dir {self.root}: {exc.strerror or type(exc).__name__}"
+            ) from None
+        try:
+            self.temp = Path(tempfile.mkdtemp(prefix=".orbit-packager-verify-", dir=self.root))
+        except OSError as exc:
+            os.close(self.fd)
+            raise PackagerError(
+                f"cannot write in --download-dir {self.root}: {exc.strerror or type(exc).__name__}"
+            ) from None
+        self.count = 0
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        shutil.rmtree(self.temp, ignore_errors=True)
+        os.close(self.fd)
+
+    def keep(self, path: str, download: Callable[[Path], object]) -> None:
+        """``download(temp)`` writes and verifies the target into ``temp`` (raising on any
+        mismatch); then it is renamed to ``path`` inside the download directory."""
+        try:
+            parts = target_parts(path)
+        except ValueError as exc:
+            raise KeepError(
+                f"target {_shown(path)} has an unsafe path ({exc}): refused, nothing written to "
+                f"{self.root}"
+            ) from None
+        self.count += 1
+        temp = self.temp / str(self.count)
+        try:
+            parent = self._open_parent(parts[:-1])
+        except OSError as exc:
+            raise KeepError(
+                f"target {_shown(path)} cannot be kept in {self.root}: "
+                f"{exc.strerror or type(exc).__name__} (a file or symlink is in the way)"
+            ) from None
+        try:
+            try:
+                download(temp)
+                temp_fd = os.open(self.temp, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    os.replace(temp.name, parts[-1], src_dir_fd=temp_fd, dst_dir_fd=parent)
+                finally:
+                    os.close(temp_fd)
+            except OSError as exc:
+                raise KeepError(
+                    f"target {_shown(path)} cannot be kept in {self.root}: "
+                    f"{exc.strerror or type(exc).__name__}"
+                ) from None
+        finally:
+            os.close(parent)
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+
+    def _open_parent(self, parts: list[str]) -> int:
+        """The directory ``root/parts...``, created as needed, never through a symlink."""
+        fd = os.dup(self.fd)
+        try:
+            for part in parts:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o755, dir_fd=fd)
+                sub = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                os.close(fd)
+                fd = sub
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
 
 def render_text(report: VerifyReport) -> str:

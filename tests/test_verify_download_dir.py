@@ -1,0 +1,153 @@
+"""Issue 12, class 6: `verify --download-dir` keeps every target inside the directory, and a
+target whose bytes do not verify leaves nothing under its name.
+
+The repository is signed for real (targets, snapshot, timestamp re-signed with the repository's
+keys) with target paths an attacker holding the targets key could publish."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tuf.api.metadata import Metadata, MetaFile, TargetFile
+
+from packager.repo.keys import decrypt_keys
+from packager.repo.metadata import serialize
+from packager.repo.passphrase import PassphraseSource
+from packager.repo.repository import UpdateRepository
+from tests.helpers import TEST_PASSPHRASES, FaultServer, cli
+
+ORBIT = b"\x7fELF orbit 1.0.0 " * 64
+KEPT = "orbit/linux/stable/orbit"
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    path = tmp_path / "repo"
+    lib = UpdateRepository(path, PassphraseSource(environ=TEST_PASSPHRASES))
+    lib.init()
+    src = tmp_path / "orbit"
+    src.write_bytes(ORBIT)
+    lib.add(src, name="orbit", platform="linux", version="1.0.0", tags=["stable"])
+    return path
+
+
+def publish_raw_targets(repo: Path, entries: dict[str, bytes]) -> None:
+    """List ``entries`` (any path, as an attacker with the targets key could) in targets.json and
+    re-sign targets, snapshot and timestamp with the repository's keys."""
+    published = repo / "repository"
+    root = json.loads((published / "root.json").read_bytes())["signed"]
+    by_public = {k["keyval"]["public"]: kid for kid, k in root["keys"].items()}
+
+    def sign(md: Metadata[Any], role: str) -> bytes:
+        blob = (repo / "keys" / f"{role}.json").read_bytes()
+        key = decrypt_keys(blob, TEST_PASSPHRASES[f"FLEET_{role.upper()}_PASSPHRASE"])[-1]
+        md.signatures.clear()
+        md.sign(key.signer(by_public.get(key.public_hex)))
+        data = serialize(md)
+        (published / f"{role}.json").write_bytes(data)
+        return data
+
+    def meta(version: int, data: bytes) -> MetaFile:
+        return MetaFile(version, len(data), {"sha512": hashlib.sha512(data).hexdigest()})
+
+    targets: Metadata[Any] = Metadata.from_bytes((published / "targets.json").read_bytes())
+    for path, content in entries.items():
+        targets.signed.targets[path] = TargetFile.from_data(path, content, ["sha512"])
+    targets.signed.version += 1
+    targets_data = sign(targets, "targets")
+    snapshot: Metadata[Any] = Metadata.from_bytes((published / "snapshot.json").read_bytes())
+    snapshot.signed.meta["targets.json"] = meta(targets.signed.version, targets_data)
+    snapshot.signed.version += 1
+    snapshot_data = sign(snapshot, "snapshot")
+    timestamp: Metadata[Any] = Metadata.from_bytes((published / "timestamp.json").read_bytes())
+    timestamp.signed.snapshot_meta = meta(snapshot.signed.version, snapshot_data)
+    timestamp.signed.version += 1
+    sign(timestamp, "timestamp")
+
+
+def _verify(server: FaultServer, repo: Path, download_dir: Path, *extra: str):
+    return cli(
+        "verify", "--update-url", server.url, "--update-roots", repo / "repository/1.root.json",
+        "--download-dir", download_dir, *extra, check=False, timeout=60,
+    )  # fmt: skip
+
+
+def _leftovers(download_dir: Path) -> list[str]:
+    return [p.name for p in download_dir.iterdir() if p.name.startswith(".orbit-packager")]
+
+
+def test_unsafe_target_paths_are_refused(repo: Path, server: FaultServer, tmp_path: Path) -> None:
+    dl = tmp_path / "dl"
+    outside = tmp_path / "outside"
+    payload = b"written by the repository, outside the download directory"
+    unsafe = [
+        "../escape.bin",
+        "orbit/../../../escape2.bin",
+        str(outside / "absolute.bin"),  # an absolute path (inside tmp_path, to stay harmless)
+        "orbit/./linux/dot.bin",
+        "orbit//linux/empty.bin",
+        "orbit/linux/new\nline.bin",
+    ]
+    publish_raw_targets(repo, dict.fromkeys(unsafe, payload))
+    for name in ("escape.bin", "escape2.bin"):  # whatever a naive client would fetch, exists
+        (repo / "repository" / name).write_bytes(payload)
+        (repo / "repository/targets" / name).write_bytes(payload)
+    out = _verify(server, repo, dl, "--json")
+    assert out.returncode == 4, out.stderr
+    report = json.loads(out.stdout)
+    failures = report["failures"]
+    assert len(failures) == len(unsafe), failures
+    for path in unsafe:
+        (line,) = (f for f in failures if f.startswith(f"target {path!r} has an unsafe path"))
+        assert f"nothing written to {dl}" in line
+        assert "\n" not in line
+    ok = {t["path"] for t in report["targets"] if t["ok"]}
+    assert ok == {KEPT, "orbit/linux/1.0.0/orbit"}
+    assert (dl / KEPT).read_bytes() == ORBIT
+    # nothing anywhere outside the download directory, nothing left inside but the targets
+    written = set(tmp_path.rglob("*.bin")) - set((repo / "repository").rglob("*.bin"))
+    assert written == set(), written
+    assert not outside.exists()
+    assert _leftovers(dl) == []
+    assert sorted(p.name for p in dl.iterdir()) == ["orbit"]
+
+
+def test_tampered_target_leaves_nothing_under_its_name(
+    repo: Path, server: FaultServer, tmp_path: Path
+) -> None:
+    dl = tmp_path / "dl"
+    first = _verify(server, repo, dl)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert (dl / KEPT).read_bytes() == ORBIT
+
+    published = repo / "repository/targets" / KEPT
+    published.unlink()  # channel copies are hard links: alter only this one
+    published.write_bytes(ORBIT[:-1] + b"X")  # same length, other bytes
+    fresh = tmp_path / "fresh"
+    for target_dir in (dl, fresh):
+        out = _verify(server, repo, target_dir)
+        assert out.returncode == 4
+        assert f"error: target {KEPT} from {server.url}" in out.stdout, out.stdout
+        assert _leftovers(target_dir) == []
+    assert (dl / KEPT).read_bytes() == ORBIT  # the verified copy was not replaced
+    assert not (fresh / KEPT).exists()  # and tampered bytes never got the real name
+    assert (fresh / "orbit/linux/1.0.0/orbit").read_bytes() == ORBIT
+
+
+def test_symlink_in_the_download_dir_is_not_followed(
+    repo: Path, server: FaultServer, tmp_path: Path
+) -> None:
+    dl = tmp_path / "dl"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    dl.mkdir()
+    (dl / "orbit").symlink_to(elsewhere)  # planted by someone sharing the directory
+    out = _verify(server, repo, dl)
+    assert out.returncode == 4
+    assert f"error: target '{KEPT}' cannot be kept in {dl}" in out.stdout, out.stdout
+    assert list(elsewhere.iterdir()) == []
+    assert _leftovers(dl) == []
