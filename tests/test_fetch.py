@@ -248,6 +248,7 @@ def test_connection_refused(repo: Path, tmp_path: Path) -> None:
 
 
 def test_expires_with_zone_offset(server: FaultServer, repo: Path, tmp_path: Path) -> None:
+    """fleetctl outside UTC writes -03:00: accepted as go-tuf (Orbit) accepts it (issue 12)."""
     path = repo / "repository/timestamp.json"
     doc = json.loads(path.read_bytes())
     when = datetime.strptime(doc["signed"]["expires"], "%Y-%m-%dT%H:%M:%SZ").replace(
@@ -263,7 +264,10 @@ def test_expires_with_zone_offset(server: FaultServer, repo: Path, tmp_path: Pat
     sig = Ed25519PrivateKey.from_private_bytes(key.seed).sign(canonical(doc["signed"]))
     doc["signatures"] = [{"keyid": doc["signatures"][0]["keyid"], "sig": sig.hex()}]
     path.write_text(json.dumps(doc))
-    _refused(server, repo, tmp_path, "time-zone offset", "-03:00", "updates timestamp", "TZ=UTC")
+    with _client(server, repo) as client:
+        client.fetch("orbit/linux/stable/orbit", tmp_path / "o")
+        assert {r.role: r.expires for r in client.roles()}["timestamp"] == when
+    assert (tmp_path / "o").read_bytes() == ORBIT
 
 
 def test_missing_channel_lists_existing(server: FaultServer, repo: Path, tmp_path: Path) -> None:
