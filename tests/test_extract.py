@@ -435,3 +435,39 @@ def test_timing_of_many_small_members(tmp_path: Path) -> None:
     start = time.monotonic()
     assert len(extract_tar_gz(archive, tmp_path / "out")) == 2000
     assert time.monotonic() - start < 20
+
+
+def _pax_member(headers: dict[str, str], kind: bytes = tarfile.REGTYPE) -> Member:
+    info = tarfile.TarInfo("plain")
+    info.type, info.pax_headers = kind, headers
+    return info, (b"x" if kind == tarfile.REGTYPE else None)
+
+
+@pytest.mark.parametrize(
+    ("headers", "kind", "needle"),
+    [
+        ({"path": "a\0b"}, tarfile.REGTYPE, "member 'a\\x00b' contains a NUL character"),
+        ({"linkpath": "a\0b"}, tarfile.SYMTYPE, "link 'plain' -> 'a\\x00b' points outside"),
+        ({"linkpath": "a\0b"}, tarfile.LNKTYPE, "link 'plain' -> 'a\\x00b' points outside"),
+        ({"size": "²"}, tarfile.REGTYPE, "bad pax size '²'"),
+        ({"GNU.sparse.major": "1"}, tarfile.REGTYPE, "is a sparse file"),
+    ],
+)
+def test_odd_pax_headers_refused(box: Path, headers, kind: bytes, needle: str) -> None:
+    """Values no path may hold become one-line refusals, never an internal error."""
+    assert needle in refused(box, [_pax_member(headers, kind)])
+
+
+def test_non_utf8_name_refused(box: Path) -> None:
+    info = tarfile.TarInfo("caf\udce9")
+    info.mode = 0o644
+    archive_members: list[Member] = [(info, b"x")]
+    dest = box / "l1/l2/dest"
+    path = dest / "a.tar.gz"
+    with tarfile.open(path, "w:gz", format=tarfile.GNU_FORMAT, errors="surrogateescape") as tar:
+        for member, data in archive_members:
+            member.size = len(data or b"")
+            tar.addfile(member, io.BytesIO(data or b""))
+    with pytest.raises(UnsafeArchiveError, match="is not valid UTF-8"):
+        extract_tar_gz(path, dest)
+    assert list(dest.iterdir()) == [path]

@@ -38,6 +38,7 @@ import errno
 import gzip
 import io
 import os
+import re
 import shutil
 import stat
 import tarfile
@@ -225,7 +226,7 @@ class _Extractor:
             linkname = pax.get("linkpath", long_link if long_link is not None else info.linkname)
             size = info.size
             if "size" in pax:
-                if not pax["size"].isdigit() or len(pax["size"]) > 20:
+                if not re.fullmatch(r"[0-9]{1,20}", pax["size"]):
                     raise self.fail(f"header {index}: bad pax size {shown_name(pax['size'])}")
                 size = int(pax["size"])
             # Every member's data counts, extracted or skipped (a "./" entry, a link...).
@@ -287,6 +288,8 @@ class _Extractor:
             raise self.fail(f"{what} {shown} is longer than {MAX_NAME_BYTES} bytes")
         if any("\udc80" <= c <= "\udcff" for c in name):
             raise self.fail(f"{what} {shown} is not valid UTF-8")
+        if "\0" in name:
+            raise self.fail(f"{what} {shown} contains a NUL character")
         if name.startswith("/") or "\\" in name:
             raise self.fail(f"{what} {shown} escapes the destination")
         parts = [p for p in name.split("/") if p not in ("", ".")]
@@ -447,7 +450,7 @@ class _Extractor:
         refused = self.fail(
             f"link {shown_name(name)} -> {shown_name(target)} points outside the destination"
         )
-        if not target or target.startswith("/") or "\\" in target:
+        if not target or target.startswith("/") or "\\" in target or "\0" in target:
             raise refused
         # The link's own directory is resolved too (it holds no link, as _open_parent refused
         # any on the way, but this check does not rely on it). ``where`` only ever holds real
