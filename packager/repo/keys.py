@@ -118,9 +118,30 @@ class RoleKey:
         return cls(public_hex=public_hex.lower(), seed=seed)
 
 
+def passphrase_bytes(passphrase: str) -> bytes:
+    """The bytes scrypt derives the key from: the passphrase's UTF-8, or for one that is not
+    valid UTF-8 (a variable holding other bytes, decoded by Python with surrogateescape) its
+    bytes as they were, as fleetctl (Go) uses them. Never shows the passphrase."""
+    try:
+        return passphrase.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise PassphraseError(
+            "the passphrase holds characters that cannot be encoded (unpaired surrogates)",
+            hint="use a passphrase of valid UTF-8 text",
+        ) from None
+
+
+def is_utf8(passphrase: str) -> bool:
+    try:
+        passphrase.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _derive(passphrase: str, salt: bytes) -> bytes:
     return hashlib.scrypt(
-        passphrase.encode(),
+        passphrase_bytes(passphrase),
         salt=salt,
         n=SCRYPT_N,
         r=SCRYPT_R,
@@ -232,8 +253,15 @@ class KeyStore:
         content = self.read_raw(role)
         try:
             return decrypt_keys(content, passphrase)
-        except WrongPassphrase:
-            raise PassphraseError(f"{role} passphrase from {source} is invalid") from None
+        except (WrongPassphrase, PassphraseError):
+            hint = (
+                None
+                if is_utf8(passphrase)
+                else "it is not valid UTF-8: check the encoding of the variable or the terminal"
+            )
+            raise PassphraseError(
+                f"{role} passphrase from {source} is invalid", hint=hint
+            ) from None
         except (ValueError, KeyError, TypeError) as exc:
             raise KeyFileError(f"{self.path(role)} is not a valid go-tuf key file: {exc}") from None
 

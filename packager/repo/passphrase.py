@@ -86,12 +86,19 @@ class PassphraseSource:
                 hint=f"set {var}",
             )
         for _ in range(MAX_ATTEMPTS):
-            value = self._prompt(f"Enter {role} key passphrase: ")
-            if not value:
-                print("Passphrase must not be empty.", file=sys.stderr)
-                continue
-            if confirm and self._prompt(f"Repeat {role} key passphrase: ") != value:
-                print("The entered passphrases do not match.", file=sys.stderr)
+            try:
+                value = self._prompt(f"Enter {role} key passphrase: ")
+                if not value:
+                    print("Passphrase must not be empty.", file=sys.stderr)
+                    continue
+                if confirm and self._prompt(f"Repeat {role} key passphrase: ") != value:
+                    print("The entered passphrases do not match.", file=sys.stderr)
+                    continue
+            except UnicodeDecodeError:  # bytes the terminal's encoding cannot decode
+                print("Passphrase is not valid text in the terminal's encoding.", file=sys.stderr)
                 continue
             return value
-        raise PassphraseError(f"no usable {role} key passphrase after {MAX_ATTEMPTS} attempts")
+        raise PassphraseError(
+            f"no usable {role} key passphrase after {MAX_ATTEMPTS} attempts",
+            hint=f"or set {var}",
+        )
