@@ -17,6 +17,7 @@ import fnmatch
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 
 from tuf.api import exceptions
-from tuf.api.metadata import TargetFile
+from tuf.api.metadata import Root, TargetFile
 from tuf.api.serialization import DeserializationError
 from tuf.ngclient import FetcherInterface, UpdaterConfig
 
@@ -40,8 +41,8 @@ from packager.fetch.cache import (
     write_private_text,
     write_verified,
 )
-from packager.fetch.gotuf import GoTufUpdater, parse_expires, python_tuf_reads
-from packager.fetch.http import HttpOptions, RequestsFetcher
+from packager.fetch.gotuf import GoTufUpdater, load_metadata, parse_expires, python_tuf_reads
+from packager.fetch.http import HttpFailure, HttpOptions, RequestsFetcher, TransferTooSlow
 from packager.repo.fsutil import create_private_temp
 
 FLEET_UPDATE_URL = "https://updates.fleetdm.com"
@@ -60,38 +61,113 @@ def default_cache_dir() -> Path:
     return Path(base) / "orbit-packager"
 
 
+_ROOTS_HINT = "pass the root.json `orbit-packager updates roots` prints, unmodified"
+_MAX_ROOTS_BYTES = 1024 * 1024
+
+
 def load_trusted_root(update_url: str, update_roots: str | None) -> bytes:
-    """The trusted root: ``--update-roots`` (JSON or a file path), or Fleet's embedded root."""
+    """The trusted root: ``--update-roots`` (JSON or a file path), or Fleet's embedded root.
+
+    The root is checked here as the client will load it (structure, fields, its own signature
+    threshold), so a damaged or tampered root is a usage error naming what is wrong, never an
+    internal error later."""
     if update_roots:
         text = update_roots.strip()
+        source = "--update-roots (inline JSON)"
         if not text.startswith("{"):
-            try:
-                text = Path(text).read_text()
-            except OSError as exc:
-                raise UsageError(
-                    f"cannot read --update-roots file {text}: {exc.strerror}"
-                ) from None
-        try:
-            doc = json.loads(text)
-        except ValueError:
-            raise UsageError(
-                "--update-roots is not JSON",
-                hint="pass the output of `orbit-packager updates roots` or a file holding it",
-            ) from None
-        if isinstance(doc, list):
-            raise UsageError(
-                "--update-roots holds a list of keys (old `fleetctl updates roots` output)",
-                hint="pass the whole signed root.json printed by `updates roots`",
-            )
-        if not isinstance(doc, dict) or doc.get("signed", {}).get("_type") != "root":
-            raise UsageError("--update-roots is not a signed TUF root.json")
-        return json.dumps(doc).encode()
+            source = f"--update-roots file {text}"
+            data = _read_roots_file(text)
+        else:
+            data = text.encode("utf-8", "surrogateescape")
+        return check_trusted_root(data, source)
     if update_url.rstrip("/") == FLEET_UPDATE_URL:
         return _EMBEDDED_ROOT.read_bytes()
     raise UsageError(
         f"--update-roots is required for the update server {update_url}",
         hint="pass the output of `orbit-packager updates roots` for that repository",
     )
+
+
+def _read_roots_file(name: str) -> bytes:
+    try:
+        with open(name, "rb") as f:
+            data = f.read(_MAX_ROOTS_BYTES + 1)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot read --update-roots file {name}: {exc.strerror or type(exc).__name__}",
+            hint="pass the path of the root.json `orbit-packager updates roots` prints",
+        ) from None
+    except ValueError:  # e.g. a NUL byte in the name
+        raise UsageError(f"--update-roots file {name!r} is not a usable path") from None
+    if len(data) > _MAX_ROOTS_BYTES:
+        raise UsageError(
+            f"--update-roots file {name} is larger than 1 MiB: not a root.json", hint=_ROOTS_HINT
+        )
+    return data
+
+
+def _short(text: str, limit: int = 160) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def check_trusted_root(data: bytes, source: str) -> bytes:
+    """``data`` as the trusted root, or a UsageError naming ``source`` and what is wrong."""
+
+    def bad(what: str) -> UsageError:
+        return UsageError(f"{source} {what}", hint=_ROOTS_HINT)
+
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise bad("is not UTF-8 text, so not a root.json") from None
+    except json.JSONDecodeError as exc:
+        raise bad(f"is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except (ValueError, RecursionError):
+        raise bad("is not JSON a TUF client can read (too deeply nested or too large)") from None
+    if isinstance(doc, list):
+        raise UsageError(
+            f"{source} holds a list of keys (old `fleetctl updates roots` output)",
+            hint="pass the whole signed root.json printed by `updates roots`",
+        )
+    if not isinstance(doc, dict):
+        raise bad(f"is a JSON {type(doc).__name__}, not a signed TUF root.json")
+    signed = doc.get("signed")
+    if not isinstance(signed, dict):
+        what = "has no" if signed is None else "has a non-object"
+        raise bad(f"{what} 'signed' field: not a signed TUF root.json")
+    if signed.get("_type") != "root":
+        raise bad(f"is not a TUF root.json ('_type' is {_short(repr(signed.get('_type')), 40)})")
+    if not isinstance(doc.get("signatures"), list):
+        raise bad("has no 'signatures' list: not a signed root.json")
+    try:
+        raw = json.dumps(doc).encode()
+        root, signed_bytes, signatures = load_metadata(Root, raw)
+    except (DeserializationError, exceptions.RepositoryError, ValueError, TypeError) as exc:
+        raise bad(f"is not valid TUF root metadata: {_reason(exc)}") from None
+    except RecursionError:
+        raise bad("is not valid TUF root metadata: too deeply nested") from None
+    try:
+        root.verify_delegate(Root.type, signed_bytes, signatures)
+    except exceptions.UnsignedMetadataError as exc:
+        raise bad(
+            f"is not signed by its own root keys ({exc}, threshold not met): "
+            "tampered with, or signed by other keys"
+        ) from None
+    except Exception as exc:  # a key python-tuf cannot use to verify
+        raise bad(f"has a root key that cannot verify its signatures ({_reason(exc)})") from None
+    return raw
+
+
+def _reason(exc: BaseException) -> str:
+    """The underlying cause of a python-tuf parse error, in a few words."""
+    cause: BaseException = exc
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    if isinstance(cause, KeyError):
+        return f"missing field {_short(str(cause), 60)}"
+    text = str(cause).removeprefix("Failed to deserialize JSON: ")
+    return _short(text) or type(cause).__name__
 
 
 @dataclass(frozen=True)
@@ -365,15 +441,19 @@ def explain(exc: Exception, client: UpdateClient, target: str | None) -> str:
 
 def one_line(text: str) -> str:
     """``text`` with control characters (a newline in a target path from the repository, ...)
-    escaped, so an error is always one line."""
+    escaped, so an error is always one line, and any ``user:password@`` in a URL hidden."""
+    text = _USERINFO.sub("://***@", text)
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+_USERINFO = re.compile(r"://[^/@\s]+@")
 
 
 def _explain(exc: Exception, client: UpdateClient, target: str | None) -> str:
     url = client.update_url
     message = str(exc)
-    if isinstance(exc, NotCachedError):
-        return message
+    if isinstance(exc, NotCachedError | HttpFailure | TransferTooSlow):
+        return message  # complete: names the URL and what happened
     role = _role_of(message)
     if isinstance(exc, exceptions.ExpiredMetadataError) and role:
         since = _expires_of(client, role)
