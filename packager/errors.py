@@ -6,7 +6,10 @@ Exit codes (documented in the README):
 * 1 -- a check failed (``status``/``verify``: something expired, expires soon or is broken)
 * 2 -- bad input or a state the user must fix (usage, names, passphrases, missing keys, ...)
 * 3 -- the repository on disk is damaged or does not verify
+* 4 -- fetching or verifying through TUF failed (``fetch``, ``verify``, ``package``): a server
+  error, a dropped or stalled connection, ``--timeout``, a signature, hash or expiry check
 * 75 -- temporary: another command holds the repository lock (EX_TEMPFAIL; retry later)
+* 70 -- internal error (a bug: no input, file or server answer may lead here)
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_USAGE = 2
 EXIT_CORRUPT = 3
+EXIT_FETCH = 4
 EXIT_BUSY = 75
+EXIT_INTERNAL = 70
 
 
 class PackagerError(Exception):
