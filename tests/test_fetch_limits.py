@@ -6,6 +6,7 @@ limits are injected small (and waits recorded instead of slept) so every test ta
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -70,7 +71,7 @@ def test_retry_after_is_capped_and_named(repo: Path, tmp_path: Path) -> None:
         message, elapsed = _fails(server, repo, tmp_path, retry_after_cap=0.25, sleep=sleeps)
         assert sleeps.waits == [0.25, 0.25], sleeps.waits  # two retries, each capped
         assert f"HTTP 503 for {server.url}/timestamp.json" in message, message
-        assert "asked to retry after 3600s" in message and "at most 0.25s" in message, message
+        assert "asked to retry after 60m" in message and "at most 0.25s" in message, message
         assert server.requests["/timestamp.json"] == 3
         assert elapsed < 5
 
@@ -95,7 +96,9 @@ def test_retry_after_longer_than_the_deadline_fails_at_once(repo: Path, tmp_path
             server, repo, tmp_path, retry_after_cap=30, timeout=5, sleep=sleeps
         )
         assert sleeps.waits == []  # 20 s would pass the 5 s deadline: no wait at all
-        assert f"gave up on {server.url}/timestamp.json" in message, message
+        assert (
+            f"gave up on {server.url}/timestamp.json: waiting 20s to retry would pass " in message
+        )
         assert "--timeout 5s" in message, message
         assert elapsed < 3
     finally:
@@ -220,3 +223,48 @@ def test_timeout_option_and_environment(repo: Path, tmp_path: Path) -> None:
         assert bad.returncode == 2 and "--timeout" in bad.stderr
     finally:
         server.close()
+
+
+RAW_ANSWERS = {
+    b"": "the server closed the connection without answering: ",
+    b"garbage\r\n\r\n": "the server's answer is not HTTP: ",
+    b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 4\r\n\r\nabcd": (
+        "sent a body its Content-Encoding cannot decode"
+    ),
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n": "broke off after 0 bytes",
+}
+
+
+@pytest.mark.parametrize("answer", list(RAW_ANSWERS))
+def test_broken_http_answers_are_fetch_errors(repo: Path, answer: bytes) -> None:
+    """Answers no HTTP server should give: one line naming the URL, never an internal error."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer_all() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn, contextlib.suppress(OSError):
+                conn.recv(65536)
+                conn.sendall(answer)
+
+    threading.Thread(target=answer_all, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    root = (repo / "repository/1.root.json").read_bytes()
+    opts = HttpOptions(retries=1, backoff=0.01, read_timeout=2)
+    try:
+        with (
+            UpdateClient(url, root, cache_dir=None, http=opts) as client,
+            pytest.raises(FetchError) as err,
+        ):
+            client.refresh()
+    finally:
+        listener.close()
+    message = str(err.value)
+    assert RAW_ANSWERS[answer] in message and f"{url}/2.root.json" in message, message
+    assert "\n" not in message

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import email.utils
 import math
 import re
 import time
@@ -132,10 +133,18 @@ class _BoundedRetry(Retry):
         return super().increment(method, url, response, error, _pool, _stacktrace)
 
     def get_retry_after(self, response: Any) -> float | None:
-        try:
-            return super().get_retry_after(response)
-        except urllib3.exceptions.InvalidHeader:
-            return None  # a garbled header: back off as if there were none
+        """The seconds the server asks for, uncapped (urllib3 would cap them at 6 hours before
+        we could tell the user); None for no or a garbled header (then: backoff)."""
+        value = response.headers.get("Retry-After")
+        if value is None:
+            return None
+        value = value.strip()
+        if value.isdigit():
+            return float(value)
+        parsed = email.utils.parsedate_tz(value)
+        if parsed is None:
+            return None
+        return max(email.utils.mktime_tz(parsed) - time.time(), 0.0)
 
     def sleep(self, response: Any = None) -> None:
         fetcher = self.fetcher
@@ -204,7 +213,9 @@ class RequestsFetcher(FetcherInterface):
         if seconds <= 0:
             return
         if seconds >= self.deadline.remaining():
-            raise TimeoutExceeded(self._url, self.deadline.seconds, self._asked_note())
+            raise TimeoutExceeded(
+                self._url, self.deadline.seconds, self._asked_note(), wait=seconds
+            )
         self.options.sleep(seconds)
 
     def _asked_note(self) -> str:
@@ -212,7 +223,7 @@ class RequestsFetcher(FetcherInterface):
         if asked <= self.options.retry_after_cap:
             return ""
         return (
-            f"the server asked to retry after {asked:.0f}s; orbit-packager waits at most "
+            f"the server asked to retry after {_human(round(asked))}; orbit-packager waits at most "
             f"{format_seconds(self.options.retry_after_cap)}: try again later"
         )
 
@@ -384,19 +395,44 @@ class TransferTooSlow(exceptions.SlowRetrievalError):
 class TimeoutExceeded(TransferTooSlow):
     """The command's --timeout passed while downloading ``url``."""
 
-    def __init__(self, url: str, seconds: float, note: str = "") -> None:
+    def __init__(
+        self, url: str, seconds: float, note: str = "", *, wait: float | None = None
+    ) -> None:
         limit = "no limit" if math.isinf(seconds) else format_seconds(seconds)
+        what = (
+            f"the downloads took longer than --timeout {limit}"
+            if wait is None
+            else f"waiting {_human(wait)} to retry would pass --timeout {limit}"
+        )
         super().__init__(
-            f"gave up on {url}: the downloads took longer than --timeout {limit}"
+            f"gave up on {url}: {what}"
             + (f" ({note})" if note else " (raise --timeout or ORBIT_PACKAGER_TIMEOUT)"),
             url,
         )
         self.seconds = seconds
 
 
+def _human(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:g}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.0f}h"
+
+
 class ConnectError(exceptions.DownloadError):
     def __init__(self, url: str, cause: Exception) -> None:
-        reason = "connection refused" if "refused" in str(cause).lower() else "cannot connect"
+        text = str(cause)
+        if "refused" in text.lower():
+            reason = "connection refused"
+        elif "RemoteDisconnected" in text or "without response" in text:
+            reason = "the server closed the connection without answering"
+        elif "BadStatusLine" in text or "LineTooLong" in text:
+            reason = "the server's answer is not HTTP"
+        elif "NameResolution" in text or "Name or service not known" in text:
+            reason = "cannot resolve the host name"
+        else:
+            reason = "cannot connect"
         super().__init__(f"{reason}: {url}")
         self.url = url
 
