@@ -9,6 +9,7 @@ signals.install()
 try:
     from packager.cli import main
 except signals.Interrupted as exc:  # nothing was created yet: nothing to clean up
+    signals.finishing()
     print(f"orbit-packager: {exc.message}", file=sys.stderr)
     sys.exit(exc.exit_code)
 

@@ -89,7 +89,8 @@ def private_directory(prefix: str) -> Iterator[Path]:
         yield path
     finally:
         if path is not None:
-            shutil.rmtree(path, ignore_errors=True)
+            with signals.deferred():  # a second signal does not cut the cleanup short
+                shutil.rmtree(path, ignore_errors=True)
 
 
 @contextlib.contextmanager

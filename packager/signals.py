@@ -4,8 +4,9 @@ directory, a ``--no-cache`` cache, temporary names beside the output), and the p
 128 + the signal number (130, 143, 129).
 
 * :func:`install` (the command line's entry point calls it first) makes the three signals raise
-  :class:`Interrupted`. The first signal raises; later ones are ignored, so cleanup runs to the
-  end.
+  :class:`Interrupted`. The first signal raises; more signals in the next seconds are ignored,
+  so cleanup runs to the end (a signal after that raises again: an exception swallowed by
+  third-party code must not leave a process that only SIGKILL stops).
 * :func:`deferred` holds signals back while code must not be interrupted -- importing lief,
   whose C++ module initialisation aborts the process (exit 134) when an exception surfaces in
   the middle of it. The signal is acted on when the block ends. It also blocks the signals at
@@ -19,11 +20,13 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
 HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+CLEANUP_GRACE = 5.0  # seconds after a raise during which further signals are ignored
 
 
 class Interrupted(BaseException):
@@ -51,22 +54,30 @@ class _State:
     installed = False
     deferring = 0
     pending: int | None = None  # a signal that arrived while deferring
-    stopping = False  # Interrupted was raised: later signals are ignored
+    raised_at: float | None = None  # when Interrupted was last raised (cleanup is running)
     finished = False  # the result is in place: signals are ignored
 
 
 _state = _State()
 
 
+def _stopping() -> bool:
+    return _state.raised_at is not None and time.monotonic() - _state.raised_at < CLEANUP_GRACE
+
+
+def _raise(signo: int) -> None:
+    _state.raised_at = time.monotonic()
+    raise Interrupted(signo)
+
+
 def _handle(signo: int, _frame: FrameType | None) -> None:
-    if _state.stopping or _state.finished:
+    if _state.finished or _stopping():
         return
     if _state.deferring:
         if _state.pending is None:
             _state.pending = signo
         return
-    _state.stopping = True
-    raise Interrupted(signo)
+    _raise(signo)
 
 
 def install() -> None:
@@ -85,8 +96,7 @@ def raise_pending() -> None:
     """Raise :class:`Interrupted` for a signal that arrived while it was deferred."""
     if _state.pending is not None and not _state.finished and not _state.deferring:
         signo, _state.pending = _state.pending, None
-        _state.stopping = True
-        raise Interrupted(signo)
+        _raise(signo)
 
 
 @contextmanager
@@ -98,19 +108,21 @@ def deferred() -> Iterator[None]:
         yield
     finally:
         _state.deferring -= 1
-        # A signal blocked meanwhile is delivered here: to the handler once nothing defers.
-        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-        raise_pending()
+        if not _state.finished:
+            # A signal blocked meanwhile is delivered here: to the handler once nothing defers.
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+            raise_pending()
 
 
 def finishing() -> None:
-    """The command's result is about to be put in place: complete, whatever signal comes."""
+    """The command's result is about to be put in place: complete, whatever signal comes.
+
+    The signals stay blocked from here to the exit, through the interpreter's finalization
+    (which puts the default actions back: a signal there would kill the process after
+    "Generated ..." was printed). Only where :func:`install` ran: a program using the library
+    keeps its own signal handling."""
+    if not _state.installed:
+        return
     _state.finished = True
+    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
 
-
-def reset_for_tests() -> None:
-    """Forget every state (tests that exercise this module in-process)."""
-    _state.deferring = 0
-    _state.pending = None
-    _state.stopping = False
-    _state.finished = False

@@ -245,7 +245,8 @@ class UpdateClient:
 
     def close(self) -> None:
         if self._tmp is not None:
-            self._tmp.cleanup()
+            with signals.deferred():  # a signal does not cut the --no-cache cleanup short
+                self._tmp.cleanup()
             self._tmp = None
 
     def __enter__(self) -> UpdateClient:

@@ -255,7 +255,8 @@ def fetch_into_directory(
             signals.finishing()
     except BaseException:
         if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
+            with signals.deferred():  # a second signal does not cut the cleanup short
+                shutil.rmtree(staging, ignore_errors=True)
         raise
     for item in fetched:
         item.local_path = outdir / item.local_path.relative_to(staging)
