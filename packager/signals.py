@@ -125,4 +125,3 @@ def finishing() -> None:
         return
     _state.finished = True
     signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
-
