@@ -253,15 +253,6 @@ def update_server_options(f: F) -> F:
     """The flags every command that talks to an update server shares (fleetctl's names)."""
     options = [
         click.option(
-            "--timeout",
-            default=format_seconds(DEFAULT_TIMEOUT),
-            show_default=True,
-            envvar="ORBIT_PACKAGER_TIMEOUT",
-            callback=_timeout,
-            help="Give up when the downloads take longer than this in all (e.g. 10m; 0: no "
-            "limit). Also ORBIT_PACKAGER_TIMEOUT.",
-        ),
-        click.option(
             "--update-url",
             default=FLEET_UPDATE_URL,
             show_default=True,
@@ -287,6 +278,15 @@ def update_server_options(f: F) -> F:
             "--update-tls-client-key",
             type=click.Path(exists=True, dir_okay=False, path_type=Path),
             help="Private key (PEM) of the client certificate.",
+        ),
+        click.option(
+            "--timeout",
+            default=format_seconds(DEFAULT_TIMEOUT),
+            show_default=True,
+            envvar="ORBIT_PACKAGER_TIMEOUT",
+            callback=_timeout,
+            help="Give up when the downloads take longer than this in all (e.g. 10m; 0: no "
+            "limit). Also ORBIT_PACKAGER_TIMEOUT.",
         ),
     ]
     for option in reversed(options):
