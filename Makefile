@@ -57,3 +57,10 @@ demo: install
 
 clean:
 	rm -rf $(VENV) dist build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
+
+# Fresh Debian 12 and 13 containers with only git, make and ca-certificates, as root and as a
+# user with sudo, clone the committed HEAD and run `make demo` and `make test` in it
+# (scripts/fresh-test.sh; needs a Docker engine). FRESH_TEST=trixie-root runs one combination.
+.PHONY: fresh-test
+fresh-test:
+	bash scripts/fresh-test.sh $(FRESH_TEST)
