@@ -122,8 +122,18 @@ def test_package_refuses_injected_version_before_building(
             "--enroll-secret", "s", "--no-cache", "--orbit-channel", "inject", "--outfile", out,
             check=False,
         )  # fmt: skip
+        outdir = tmp_path / "targets"
+        fetched = cli(
+            "fetch", "--type", "deb", "--update-url", server.url, "--update-roots",
+            repo / "repository/root.json", "--no-cache", "--orbit-channel", "inject",
+            "--outdir", outdir, check=False,
+        )  # fmt: skip
     finally:
         server.close()
+    # fetch refuses it too, and leaves no output directory behind
+    assert fetched.returncode == 4, fetched.stderr
+    assert "custom.version '1.40.0\\nDepends" in fetched.stderr
+    assert not outdir.exists()
     assert proc.returncode == 4, proc.stderr
     assert proc.stderr == (
         "orbit-packager: error: target orbit/linux/inject/orbit has custom.version "

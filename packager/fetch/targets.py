@@ -247,6 +247,7 @@ def fetch_into_directory(
         with signals.deferred():  # no signal between its creation and the name being known
             staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
         fetched = fetch_agent_targets(client, sel, staging)
+        installer_version(fetched)  # a version no installer can carry fails before the rename
         staging.chmod(0o755)
         with signals.deferred():  # once renamed, the command completes (packager.signals)
             if outdir.exists():
