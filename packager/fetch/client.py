@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from tuf.api import exceptions
 from tuf.api.metadata import Root, TargetFile
@@ -338,12 +339,7 @@ class UpdateClient:
         """Stream ``path`` from the server into ``dest`` and a new cache entry at once, hashing
         as it goes; the entry replaces ``cached`` (never following a link there) once it
         verified, and nothing is left behind when it does not."""
-        base = self.update_url + "/targets/"
-        url = base + path
-        root = json.loads((self.metadata_dir / "root.json").read_bytes())["signed"]
-        if root.get("consistent_snapshot"):  # as ngclient: the first hash listed
-            directory, sep, name = path.rpartition("/")
-            url = f"{base}{directory}{sep}{next(iter(info.hashes.values()))}.{name}"
+        url = self._target_url(path, info)
         partial, fd = create_private_temp(self.targets_dir, cached.name)
         try:
             with os.fdopen(fd, "wb") as entry, new_private_file(dest) as out:
@@ -359,40 +355,20 @@ class UpdateClient:
         unless ``keep`` is given. Memory stays bounded whatever the target size."""
         if self.offline:
             raise UsageError("verify checks the published repository; it cannot run --offline")
+        url = self._target_url(path, info)
+        with contextlib.ExitStack() as stack, self._explained(path):
+            outputs: list[BinaryIO] = [stack.enter_context(keep.open("wb"))] if keep else []
+            return write_verified(self.http.fetch(url), info, outputs, path)
+
+    def _target_url(self, path: str, info: TargetFile) -> str:
+        """Where ``path`` is served: hash-prefixed with consistent snapshots (as ngclient: the
+        first hash listed)."""
         base = self.update_url + "/targets/"
-        url = base + path
         root = json.loads((self.metadata_dir / "root.json").read_bytes())["signed"]
-        if root.get("consistent_snapshot"):
-            directory, sep, name = path.rpartition("/")
-            url = f"{base}{directory}{sep}{next(iter(info.hashes.values()))}.{name}"
-        hashers = {alg: hashlib.new(alg) for alg in info.hashes}
-        length = 0
-        out = keep.open("wb") if keep else None
-        try:
-            with self._explained(path):
-                for chunk in self.http.fetch(url):
-                    length += len(chunk)
-                    if length > info.length:
-                        raise exceptions.DownloadLengthMismatchError(
-                            f"{path} is longer than the {info.length} bytes the metadata allows"
-                        )
-                    for h in hashers.values():
-                        h.update(chunk)
-                    if out:
-                        out.write(chunk)
-                if length != info.length:
-                    raise exceptions.LengthOrHashMismatchError(
-                        f"{path} is {length} bytes, the metadata says {info.length}"
-                    )
-                for alg, h in hashers.items():
-                    if h.hexdigest() != info.hashes[alg]:
-                        raise exceptions.LengthOrHashMismatchError(
-                            f"{path} does not match its {alg} hash"
-                        )
-        finally:
-            if out:
-                out.close()
-        return length
+        if not root.get("consistent_snapshot"):
+            return base + path
+        directory, sep, name = path.rpartition("/")
+        return f"{base}{directory}{sep}{next(iter(info.hashes.values()))}.{name}"
 
     # -- errors ------------------------------------------------------------------------------
     @contextlib.contextmanager
