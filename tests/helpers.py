@@ -6,12 +6,14 @@ import collections
 import contextlib
 import hashlib
 import http.server
+import io
 import json
 import os
 import shutil
 import ssl
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
@@ -275,3 +277,17 @@ def build_installer(
         "--no-cache", "--outfile", out, *extra,
         env={"SOURCE_DATE_EPOCH": sde, "ORBIT_PACKAGER_ENROLL_SECRET": secret})  # fmt: skip
     return out
+
+
+def write_tar_gz(
+    path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]], fmt: int = tarfile.PAX_FORMAT
+) -> Path:
+    """A .tar.gz of ``members`` (headers as given; data sets the size), for archive tests."""
+    with tarfile.open(path, "w:gz", format=fmt) as tar:
+        for info, data in members:
+            if data is not None:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+            else:
+                tar.addfile(info)
+    return path

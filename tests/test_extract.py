@@ -26,20 +26,12 @@ from packager.fetch.extract import (
     UnsafeArchiveError,
     extract_tar_gz,
 )
-from tests.helpers import ROOT
+from tests.helpers import ROOT, write_tar_gz
 
 Member = tuple[tarfile.TarInfo, bytes | None]
 
 
-def _tar(path: Path, members: list[Member], fmt: int = tarfile.PAX_FORMAT) -> Path:
-    with tarfile.open(path, "w:gz", format=fmt) as tar:
-        for info, data in members:
-            if data is not None:
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-            else:
-                tar.addfile(info)
-    return path
+_tar = write_tar_gz
 
 
 def f(name: str, data: bytes = b"x", mode: int = 0o644) -> Member:

@@ -3,7 +3,6 @@ repositories served on 127.0.0.1 holding the real tiny executables in fixtures/e
 
 from __future__ import annotations
 
-import io
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,20 +21,12 @@ from packager.fetch.targets import (
 )
 from packager.repo.passphrase import PassphraseSource
 from packager.repo.repository import UpdateRepository
-from tests.helpers import FIXTURES, TEST_PASSPHRASES, FaultServer
+from tests.helpers import FIXTURES, TEST_PASSPHRASES, FaultServer, write_tar_gz
 
 EXE = FIXTURES / "executables"
 
 
-def _tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:
-    with tarfile.open(path, "w:gz") as tar:
-        for info, data in members:
-            if data is not None:
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-            else:
-                tar.addfile(info)
-    return path
+_tar = write_tar_gz
 
 
 def _file(name: str, mode: int = 0o644) -> tarfile.TarInfo:
