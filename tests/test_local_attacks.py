@@ -45,6 +45,10 @@ from tests.helpers import FIXTURES, ROOT, TEST_PASSPHRASES, FaultServer
 
 SECRET = "s3cret-enroll-7d1c"
 NOBODY = 65534
+# Planting a file "owned by another user" needs chown, which only root may do.
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="needs root to chown a planted file to another user (run as root)"
+)
 ORBIT_PATH = "/targets/orbit/linux/stable/orbit"
 PAD = 16 * 1024 * 1024  # a 16 MiB orbit: copies take long enough to be watched
 
@@ -281,6 +285,7 @@ def test_place_private_file_cross_device_mode_from_the_first_byte(
 # -- class 3 -----------------------------------------------------------------------------------
 
 
+@needs_root
 @pytest.mark.parametrize("kind", ["same-fs", "dev-shm"])
 def test_outfile_symlink_replaced_never_followed(
     served: tuple[Path, FaultServer, bytes], tmp_path: Path, kind: str
@@ -346,6 +351,8 @@ def test_cache_dir_of_someone_else_refused(
 ) -> None:
     cache = tmp_path / "cache"
     real = tmp_path / "real-cache"
+    if case in ("link-by-other", "other-owner") and os.geteuid() != 0:
+        pytest.skip("needs root to chown the cache to another user (run as root)")
     if case == "link-by-other":
         real.mkdir(mode=0o700)
         cache.symlink_to(real)
