@@ -16,10 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-POSTINSTALL = """#!/bin/sh
-set -e
-if command -v systemctl >/dev/null 2>&1; then
-  systemctl daemon-reload >/dev/null 2>&1
+# fleetctl's "safe restart" (delayed when orbit installs its own update) and enable.
+RESTART_AND_ENABLE = """  systemctl daemon-reload >/dev/null 2>&1
   if [ -z "${INSTALLER_PATH:-}" ]; then
     systemctl restart orbit.service 2>&1
   elif command -v systemd-run >/dev/null 2>&1; then
@@ -28,6 +26,13 @@ if command -v systemctl >/dev/null 2>&1; then
   systemctl enable orbit.service 2>&1
 fi
 """
+POSTINSTALL = (
+    """#!/bin/sh
+set -e
+if command -v systemctl >/dev/null 2>&1; then
+"""
+    + RESTART_AND_ENABLE
+)
 PREREMOVE = """#!/bin/sh
 case "${1:-}" in
   1|remove|deconfigure)
@@ -43,18 +48,13 @@ if [ "$1" = 0 ] || [ "$1" = "remove" ]; then
   rm -rf /var/lib/orbit /var/log/orbit /usr/local/bin/orbit /etc/default/orbit /usr/lib/systemd/system/orbit.service /opt/orbit
 fi
 """
-POSTTRANS = """#!/bin/sh
+POSTTRANS = (
+    """#!/bin/sh
 set -e
 if ! systemctl is-enabled orbit >/dev/null 2>&1; then
-  systemctl daemon-reload >/dev/null 2>&1
-  if [ -z "${INSTALLER_PATH:-}" ]; then
-    systemctl restart orbit.service 2>&1
-  elif command -v systemd-run >/dev/null 2>&1; then
-    systemd-run --on-active=60 --working-directory=/ systemctl restart --no-block orbit.service 2>&1
-  fi
-  systemctl enable orbit.service 2>&1
-fi
 """
+    + RESTART_AND_ENABLE
+)
 
 
 def fleet_env_file(env: dict[str, str]) -> str:
