@@ -607,8 +607,8 @@ def _path_option(name: str, help_text: str) -> Callable[[F], F]:
     default="auto",
     show_default=True,
     envvar="ORBIT_PACKAGER_TOOLING",
-    help="Where nfpm/wixl run: native tools, our Docker image, or auto (native when "
-    "installed, else Docker). pkg needs no external tool.",
+    help="Where nfpm (deb, rpm) runs: native, our Docker image, or auto (native when "
+    "installed, else Docker). pkg and msi need no external tool.",
 )
 @click.option(
     "--tooling-image",

@@ -37,18 +37,8 @@ _HOST_PORT = re.compile(r"[A-Za-z0-9.\-\[\]:]+")
 
 def has_control_chars(value: str) -> bool:
     """C0/C1 controls, DEL and XML non-characters: never legitimate in a URL or secret, and
-    each breaks a consumer (systemd ends lines at CR/LF, wixl crashes on U+0080)."""
+    each breaks a consumer (systemd ends lines at CR/LF, XML and MSI strings reject them)."""
     return any(unicodedata.category(c) in ("Cc", "Cs") or c in ("\ufffe", "\uffff") for c in value)
-
-
-def msi_encodable(value: str) -> bool:
-    """wixl 0.101 writes strings in the database codepage, Windows-1252, and segfaults on
-    anything else (found by the property tests: U+0080, U+0100, emoji)."""
-    try:
-        value.encode("cp1252")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def check_value(value: str, flag: str) -> str:
@@ -322,36 +312,32 @@ class BuildRequest:
                 raise UsageError(f"{flag} file {value} does not exist")
 
     def _validate_msi_values(self) -> None:
-        """wixl 0.101 runs every attribute through its preprocessor, which mangles '$' in ways
-        no escaping survives ('$$(' vanishes), crashes on characters outside Windows-1252, and '[~]'
-        separates the service's environment entries: such values cannot be carried exactly
-        into an MSI, so they are refused."""
-        for flag, value in (
-            ("--enroll-secret", self.enroll_secret),
-            ("--fleet-url", self.fleet_url),
-            ("--update-url", self.update_url),
-            ("--end-user-email", self.end_user_email),
-            ("--osquery-db", self.osquery_db),
-            (
-                "--fleet-desktop-alternative-browser-host",
-                self.fleet_desktop_alternative_browser_host,
-            ),
-        ):
-            if not msi_encodable(value):
-                raise UsageError(
-                    f"{flag} contains characters outside Windows-1252, the codepage wixl 0.101 "
-                    "stores MSI strings in (it crashes on others)"
-                )
-            if "$" in value or "[~]" in value:
-                bad = "'$'" if "$" in value else "'[~]'"
-                hint = (
-                    "or pass it when installing: msiexec /i fleet-osquery.msi FLEET_SECRET=..."
-                    if flag == "--enroll-secret"
-                    else None
-                )
-                raise UsageError(
-                    f"{flag} contains {bad}, which wixl cannot carry into an MSI exactly", hint=hint
-                )
+        """An MSI stores its strings in one Windows codepage, which it declares (see
+        packager/writers/msidb.py): build-time values that no single codepage carries together
+        (e.g. Greek and Cyrillic) cannot read back exactly, so they are refused; any of them
+        can still be given when installing."""
+        from packager.writers.msidb import choose_codepage
+
+        values = {
+            "--enroll-secret": self.enroll_secret,
+            "--fleet-url": self.fleet_url,
+            "--update-url": self.update_url,
+            "--end-user-email": self.end_user_email,
+            "--osquery-db": self.osquery_db,
+            "--fleet-desktop-alternative-browser-host": self.fleet_desktop_alternative_browser_host,
+            "--orbit-channel": self.orbit_channel,
+            "--osqueryd-channel": self.osqueryd_channel,
+            "--desktop-channel": self.desktop_channel,
+        }
+        if choose_codepage(values.values()) is not None:
+            return
+        flags = [flag for flag, value in values.items() if not value.isascii()]
+        raise UsageError(
+            f"{' and '.join(flags)} {'mixes' if len(flags) == 1 else 'mix'} characters that no "
+            "single Windows codepage holds, and an MSI stores its strings in one",
+            hint="use one script per build, or pass the value when installing: "
+            "msiexec /i fleet-osquery.msi FLEET_SECRET=... FLEET_URL=...",
+        )
 
     @property
     def effective_compression(self) -> str:

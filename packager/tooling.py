@@ -1,4 +1,4 @@
-"""Where the external build tools (nfpm, wixl, msibuild) run: on this host, or in our image.
+"""Where the external build tools (nfpm) run: on this host, or in our image.
 
 ``--tooling native`` runs the tools found on PATH; ``--tooling docker`` runs each tool step in
 the orbit-packager image; ``auto`` (the default) prefers native tools and falls back to the
@@ -49,7 +49,7 @@ ENGINE_TIMEOUT = 30.0
 
 
 class ToolError(PackagerError):
-    """An external tool (nfpm, wixl, docker) is missing or failed."""
+    """An external tool (nfpm, docker) is missing or failed."""
 
 
 @dataclass(frozen=True)

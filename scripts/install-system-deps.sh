@@ -20,6 +20,9 @@ elif ! "$py" -c 'import venv, ensurepip' >/dev/null 2>&1; then
 fi
 if [ "${1:-}" = "--test" ]; then
   command -v msiinfo >/dev/null 2>&1 || need+=(msitools)
+  command -v gcab >/dev/null 2>&1 || need+=(gcab)
+  command -v cabextract >/dev/null 2>&1 || need+=(cabextract)
+  command -v 7zz >/dev/null 2>&1 || need+=(7zip)
   command -v wine64 >/dev/null 2>&1 || need+=(wine wine64)
   command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || need+=(gcc-mingw-w64-x86-64-win32)
   command -v i686-w64-mingw32-gcc >/dev/null 2>&1 || need+=(gcc-mingw-w64-i686-win32)

@@ -269,13 +269,14 @@ def build_installer(
     *extra: str | os.PathLike[str],
     secret: str,
     sde: str,
+    env: dict[str, str] | None = None,
 ) -> Path:
     """``package`` against the served demo repository, secret from the environment."""
     repo, server = served
     cli("package", "--type", package_type, "--update-url", server.url, "--update-roots",
         repo / "repository/root.json", "--fleet-url", "https://fleet.example.com",
         "--no-cache", "--outfile", out, *extra,
-        env={"SOURCE_DATE_EPOCH": sde, "ORBIT_PACKAGER_ENROLL_SECRET": secret})  # fmt: skip
+        env={"SOURCE_DATE_EPOCH": sde, "ORBIT_PACKAGER_ENROLL_SECRET": secret, **(env or {})})  # fmt: skip
     return out
 
 
