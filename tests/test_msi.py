@@ -402,10 +402,6 @@ def unformat(value: str) -> str:
 def test_hostile_values_round_trip_or_are_refused(secret: str, path: str, tmp_path_factory) -> None:
     """Secrets and URLs reach the Property table exactly, and literal values in the service's
     environment read back as the same text through Windows Installer's formatting rules."""
-    from packager.formats.base import BuildContext
-    from packager.formats.msi import MsiBuilder
-    from packager.tooling import NativeTooling
-
     url = f"https://fleet.example.com/{path}"
     update = "https://tuf.example.com/" + path.replace("\n", "")
     try:
@@ -418,16 +414,38 @@ def test_hostile_values_round_trip_or_are_refused(secret: str, path: str, tmp_pa
         assert has_control_chars(secret + url) or "codepage" in str(exc), str(exc)
         return
     stage = tmp_path_factory.mktemp("p")
-    exe = stage / "root/bin/orbit/windows/stable/orbit.exe"
-    exe.parent.mkdir(parents=True)
-    exe.write_bytes(b"MZ")
-    ctx = BuildContext(req, "1.0.0", stage, [], int(SDE), NativeTooling({}))
-    builder = MsiBuilder()
-    builder.prepare(ctx)
-    builder.build(ctx, stage / "m.msi")
+    _build_direct(stage, req)
     props = {r["Property"]: r["Value"] for r in table_rows(stage / "m.msi", "Property")}
     assert props["FLEET_SECRET"] == (secret or "x")
     assert props["FLEET_URL"] == url
     (reg,) = table_rows(stage / "m.msi", "Registry")
     entry = next(e for e in reg["Value"].split("[~]") if e.startswith("ORBIT_UPDATE_URL="))
     assert unformat(entry) == "ORBIT_UPDATE_URL=" + req.update_url
+
+
+def _build_direct(stage: Path, req: BuildRequest) -> Path:
+    from packager.formats.base import BuildContext
+    from packager.formats.msi import MsiBuilder
+    from packager.tooling import NativeTooling
+
+    exe = stage / "root/bin/orbit/windows/stable/orbit.exe"
+    exe.parent.mkdir(parents=True)
+    exe.write_bytes(b"MZ")
+    ctx = BuildContext(req, "1.0.0", stage, [], int(SDE), NativeTooling({}))
+    MsiBuilder().build(ctx, stage / "m.msi")
+    return stage / "m.msi"
+
+
+def test_same_bytes_wherever_the_package_is_installed(tmp_path: Path, monkeypatch) -> None:
+    """The custom-action DLL is found where orbit-packager is installed (a venv, site-packages
+    in our image): that place must not reach the ProductCode or PackageCode."""
+    import shutil
+
+    import packager.formats.msi as msi_format
+
+    req = BuildRequest(type="msi", fleet_url="https://f.example.com", enroll_secret="s")
+    first = _build_direct(tmp_path / "a", req).read_bytes()
+    elsewhere = tmp_path / "elsewhere/site-packages/packager/data/msi"
+    shutil.copytree(msi_format.CA_DLL_DIR, elsewhere)
+    monkeypatch.setattr(msi_format, "CA_DLL_DIR", elsewhere)
+    assert _build_direct(tmp_path / "b", req).read_bytes() == first

@@ -583,6 +583,8 @@ class MsiBuilder:
         digest = hashlib.sha256(f"orbit-packager {__version__} msi\0".encode())
         for name in sorted(db.tables):
             for row in db.tables[name].rows:
+                if name == "Binary":  # its Data names a file where we are installed: hashed below
+                    row = (row[0], Path(str(row[1])).name)
                 digest.update(repr((name, row)).encode() + b"\0")
         for path in [cab, CA_DLL_DIR / "fleetca-x64.dll", CA_DLL_DIR / "fleetca-x86.dll"]:
             part = hashlib.sha256()
