@@ -24,6 +24,8 @@ if [ "${1:-}" = "--test" ]; then
   command -v cabextract >/dev/null 2>&1 || need+=(cabextract)
   command -v 7zz >/dev/null 2>&1 || need+=(7zip)
   command -v wine64 >/dev/null 2>&1 || need+=(wine wine64)
+  # the MSI tests run Wine under ru_RU.UTF-8 (another ANSI codepage), built from these sources
+  [ -d /usr/share/i18n/locales ] || need+=(locales)
   command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || need+=(gcc-mingw-w64-x86-64-win32)
   command -v i686-w64-mingw32-gcc >/dev/null 2>&1 || need+=(gcc-mingw-w64-i686-win32)
   command -v dpkg-deb >/dev/null 2>&1 || need+=(dpkg)
