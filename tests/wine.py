@@ -398,12 +398,18 @@ class WinePrefix:
 
     def installed_products(self) -> list[tuple[str, str]]:
         """(key, name) of every entry of Add/Remove Programs (``wine uninstaller --list``)."""
-        proc = self.run("uninstaller", "--list")
-        entries = []
-        for line in proc.stdout.splitlines():
-            key, sep, name = line.strip().partition("|||")
-            if sep:
-                entries.append((key, name))
+        # Under load the first listing of a fresh prefix has come back empty once (CI, 2 cores)
+        # while the product was registered: an empty answer is asked again before it counts.
+        for attempt in range(3):
+            proc = self.run("uninstaller", "--list")
+            entries = []
+            for line in proc.stdout.splitlines():
+                key, sep, name = line.strip().partition("|||")
+                if sep:
+                    entries.append((key, name))
+            if entries or attempt == 2:
+                return entries
+            time.sleep(1)
         return entries
 
     # -- services ----------------------------------------------------------------------------
