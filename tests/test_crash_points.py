@@ -576,13 +576,6 @@ def test_each_file_is_fsynced_before_its_rename_and_its_directory_after(
     assert undurable_renames(p.trace) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: new directories are not made durable: Transaction.begin() never fsyncs the "
-    "repository root after creating .orbit-packager-txn (so a power cut may lose the journal "
-    "while renames it started survive), and _roll_forward() fsyncs a new directory such as "
-    "repository/targets/orbit/linux/2.0.0 but not its parent",
-)
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
 def test_new_directories_are_durable(prepare, scenario: Scenario) -> None:
     p = prepare(scenario)

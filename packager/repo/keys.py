@@ -205,9 +205,14 @@ def decrypt_keys(content: bytes, passphrase: str) -> list[RoleKey]:
         params = kdf.get("params", {})
         if (params.get("N"), params.get("r"), params.get("p")) != (SCRYPT_N, SCRYPT_R, SCRYPT_P):
             raise ValueError("unexpected scrypt parameters")
-        salt = base64.b64decode(kdf["salt"])
-        nonce = base64.b64decode(cipher["nonce"])
-        ciphertext = base64.b64decode(data["ciphertext"])
+        salt = base64.b64decode(kdf["salt"], validate=True)
+        nonce = base64.b64decode(cipher["nonce"], validate=True)
+        ciphertext = base64.b64decode(data["ciphertext"], validate=True)
+        # PyNaCl reports these as CryptoError, which would read as a wrong passphrase
+        if len(nonce) != nacl.secret.SecretBox.NONCE_SIZE:
+            raise ValueError("incorrect nonce size")
+        if len(ciphertext) < nacl.secret.SecretBox.MACBYTES:
+            raise ValueError("ciphertext shorter than its authentication tag")
         try:
             opened = nacl.secret.SecretBox(_derive(passphrase, salt)).decrypt(ciphertext, nonce)
         except nacl.exceptions.CryptoError:

@@ -79,6 +79,7 @@ class Transaction:
             shutil.rmtree(self.dir)
         self.dir.mkdir(mode=0o700)
         self.new.mkdir(mode=0o700)
+        fsync_dir(self.root)  # the journal's directory must survive a power cut with its renames
         self._write_state({"phase": "preparing"})
         return self.new
 
@@ -175,7 +176,10 @@ class Transaction:
             dst = self.repository / rel
             if not src.exists() and not src.is_symlink():
                 continue  # moved before the interruption
+            # directories made here are durable only once their parents are synced too
+            created = [d for d in (dst.parent, *dst.parent.parents) if not d.exists()]
             dst.parent.mkdir(parents=True, exist_ok=True)
+            touched_dirs.update(d.parent for d in created)
             move_into_place(src, dst)
             touched_dirs.add(dst.parent)
         for directory in sorted(touched_dirs, key=lambda p: len(p.parts), reverse=True):
