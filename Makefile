@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 IMAGE ?= orbit-packager:$(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' packager/__init__.py)
 
-.PHONY: install test lint typecheck pytest demo clean docker-image docker-test acceptance
+.PHONY: install test lint typecheck pytest demo clean docker-image docker-test acceptance mutate
 
 install: $(STAMP)
 
@@ -51,6 +51,12 @@ docker-test: install docker-image
 acceptance: install
 	bash scripts/install-system-deps.sh --test
 	$(BIN)/pytest -v -m acceptance tests/acceptance
+
+# Mutation run (mutate/: our own catalogue of meaningful mutants, each run against the tests mapped
+# to its file; results cached in .mutate-cache/). Slow, so not part of `make test`. Flags go in
+# MUTATE_FLAGS, e.g. make mutate MUTATE_FLAGS="-j 1 --module packager/repo/keys.py --limit 20"
+mutate: install
+	nice -n 19 $(BIN)/python -m mutate $(MUTATE_FLAGS)
 
 demo: install
 	$(BIN)/python scripts/demo.py

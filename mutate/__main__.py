@@ -1,0 +1,5 @@
+"""``python -m mutate``: see :mod:`mutate`."""
+
+from mutate.harness import main
+
+raise SystemExit(main())

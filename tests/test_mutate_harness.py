@@ -1,0 +1,124 @@
+"""Smoke test of the mutation harness (``make mutate``) on a throwaway project in tmp_path.
+
+The toy module has one mutant its test kills (``return None``) and one it cannot see (``>`` ->
+``>=``: the test never asks about 10); another test fails whatever the code, so it must be
+deselected rather than count as a kill. Nothing here touches the real tree: the harness copies
+the toy project, and its cache and report stay in tmp_path.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mutate.harness import Snapshot, Workspace, config_from_file, main
+from mutate.operators import python_mutants
+
+TOY = '''def is_big(x: int) -> bool:
+    """Whether x is over ten."""
+    return x > 10
+'''
+
+TOY_TEST = """from toy.calc import is_big
+
+
+def test_broken_anyway() -> None:
+    assert is_big(5), "fails with or without a mutant: must not count as a kill"
+
+
+def test_is_big() -> None:
+    assert is_big(20)
+    assert not is_big(3)
+"""
+
+
+def _project(tmp_path: Path) -> Path:
+    root = tmp_path / "proj"
+    (root / "toy").mkdir(parents=True)
+    (root / "tests").mkdir()
+    (root / "toy" / "__init__.py").write_text("")
+    (root / "toy" / "calc.py").write_text(TOY)
+    (root / "tests" / "test_calc.py").write_text(TOY_TEST)
+    (root / "pyproject.toml").write_text("[tool.pytest.ini_options]\n")
+    config = {
+        "groups": {"toy": ["toy/"]},
+        "tests": {"toy/calc.py": ["tests/test_calc.py"]},
+        "equivalent_file": "equivalent.txt",
+        "cache_dir": ".mutate-cache",
+    }
+    (root / "mutate.json").write_text(json.dumps(config))
+    return root
+
+
+def _run(root: Path, *extra: str) -> int:
+    return main(
+        [
+            "--config",
+            str(root / "mutate.json"),
+            "-j",
+            "2",
+            "--quiet",
+            "--operator",
+            "compare",
+            "--operator",
+            "return",
+            *extra,
+        ]
+    )
+
+
+def test_one_killed_one_survivor(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = _project(tmp_path)
+    before = (root / "toy" / "calc.py").read_bytes()
+
+    assert _run(root) == 1  # 50% is under the default threshold of 90
+    out = capsys.readouterr().out
+    assert "toy: killed 1 of 2 (50.0%)" in out
+    assert "toy/calc.py:3: compare: x > 10 -> x >= 10" in out
+    assert "return x > 10 -> return None" not in out.split("survivors")[1]
+    report = json.loads((root / ".mutate-cache" / "report.json").read_text())
+    statuses = {m["operator"]: m["status"] for m in report["mutants"]}
+    assert statuses == {"compare": "survived", "return": "killed"}
+    assert (root / "toy" / "calc.py").read_bytes() == before  # mutated only in the copy
+    assert report["deselected"].keys() == {"tests/test_calc.py::test_broken_anyway"}
+
+    # Cached: nothing runs again. Accepting the survivor as equivalent excludes it from the score.
+    (root / "equivalent.txt").write_text("toy/calc.py:3:compare the toy never asks about ten\n")
+    assert _run(root, "--threshold", "100") == 0
+    out = capsys.readouterr().out
+    assert "toy: killed 1 of 1 (100.0%)" in out
+    assert "(2 mutants, 2 cached" in out
+    assert "the toy never asks about ten" in out
+
+
+def test_catalogue_on_the_toy() -> None:
+    ops = sorted(m.operator for m in python_mutants("toy/calc.py", TOY.encode()))
+    # > -> >=, 10 -> 11 and 9, the result -> None; the docstring is left alone
+    assert ops == ["compare", "int", "int", "return"]
+
+
+def test_mutated_module_never_loads_stale_byte_code(tmp_path: Path) -> None:
+    """A same-size mutant (10 -> 11) written within the second of the original must not run
+    the original's cached .pyc, nor the original run the mutant's afterwards."""
+    root = _project(tmp_path)
+    config = config_from_file(root / "mutate.json")
+    snapshot = Snapshot(config, tmp_path / "work")
+    ws = Workspace(config, snapshot.dir, tmp_path / "work", 0)
+    probe = [sys.executable, "-c", "from toy.calc import is_big; print(is_big(11))"]
+
+    def run() -> str:
+        env = ws.env()
+        return subprocess.run(
+            probe, cwd=tmp_path, env=env, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    assert run() == "True"
+    assert list(ws.pycache.rglob("calc.*.pyc"))  # byte code goes to the worker's prefix
+    with ws.mutated("toy/calc.py", TOY.replace("10", "11").encode()):
+        assert run() == "False"
+    assert run() == "True"
+    assert (ws.tree / "toy" / "calc.py").read_text() == TOY
