@@ -1,12 +1,36 @@
-"""How systemd reads an EnvironmentFile (systemd.exec(5); src/basic/env-file.c), as a test
-oracle: the same states and rules, written in Python for the property tests."""
+"""How /etc/default/orbit is read, as test oracles that do not share code with packager/render.py.
+
+- :func:`parse_env_file`: systemd's EnvironmentFile= rules (systemd.exec(5); the states of
+  ``parse_env_file_internal`` in src/basic/env-file.c), written in Python for the property tests.
+- :func:`real_systemd_disagrees`: the same question put to the real systemd parser. No manager runs
+  in a container, but ``systemd-analyze condition ConditionOSRelease=KEY=VALUE`` reads
+  /etc/os-release with that very tokenizer (``parse_env_file`` and ``load_env_file``, the
+  EnvironmentFile= reader, share ``parse_env_file_internal``): the file under test is bind-mounted
+  over /etc/os-release in a private mount namespace and each expected value is compared by systemd.
+  tests/test_env_file_property.py checks :func:`parse_env_file` against it.
+- :func:`sh_values`: the file sourced by a POSIX shell (dash). systemd cannot tell an escaped ``$``
+  or backquote from an unescaped one (inside double quotes both ``"a$b"`` and ``"a\\$b"`` read
+  ``a$b``; checked against the real parser), so a renderer that stopped escaping them would pass a
+  systemd-only oracle. A shell does expand them, and /etc/default files are sourced by shells
+  (Debian's convention; the README promises ``\\ " $ \\``` escaped): :func:`read_env_file` requires
+  both readers to agree.
+"""
 
 from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 WHITESPACE = " \t\n\r"
 NEWLINE = "\n\r"
 COMMENTS = "#;"
 SHELL_NEED_ESCAPE = '"\\`$'
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def parse_env_file(text: str) -> dict[str, str]:
@@ -103,3 +127,101 @@ def parse_env_file(text: str) -> dict[str, str]:
     ):
         push(state == "VALUE")
     return out
+
+
+def sh_values(text: str, keys: Iterable[str]) -> dict[str, str]:
+    """The values of ``keys`` after ``. FILE`` in /bin/sh. PATH points nowhere, so a command
+    substitution that escaped quoting cannot run a program. Raises AssertionError when the shell
+    cannot source the file or complains while doing it."""
+    names = list(keys)
+    for name in names:
+        if not _NAME.fullmatch(name):
+            raise ValueError(f"not a shell variable name: {name!r}")
+    script = '. "$1"\n' + "".join(f'printf "%s\\0" "${{{n}}}"\n' for n in names) + "printf END"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp, "env")
+        path.write_text(text, encoding="utf-8")
+        proc = subprocess.run(
+            ["/bin/sh", "-c", script, "sh", str(path)],
+            env={"PATH": "/nonexistent", "LC_ALL": "C"},
+            capture_output=True,
+            timeout=10,
+            check=False,
+            cwd=tmp,
+        )
+    out = proc.stdout.decode("utf-8", "surrogateescape")
+    if proc.returncode != 0 or proc.stderr or not out.endswith("END"):
+        raise AssertionError(
+            "systemd and /bin/sh read different values: /bin/sh sourcing the file said "
+            + repr(proc.stderr.decode(errors="replace"))
+        )
+    fields = out.removesuffix("END").split("\0")
+    return dict(zip(names, fields[: len(names)], strict=True))
+
+
+def read_env_file(text: str) -> dict[str, str]:
+    """systemd's values (:func:`parse_env_file`), once a POSIX shell has read the same ones."""
+    values = parse_env_file(text)
+    shell = sh_values(text, [k for k in values if _NAME.fullmatch(k)])
+    differ = {k: (values[k], v) for k, v in shell.items() if v != values[k]}
+    if differ:
+        raise AssertionError(f"systemd and /bin/sh read different values (systemd, sh): {differ}")
+    return values
+
+
+# -- the real systemd parser -----------------------------------------------------------------
+
+
+def systemd_can_compare(value: str) -> bool:
+    """ConditionOSRelease= cannot state an empty value, one that starts with whitespace, one with
+    control characters (a condition is one line) or the lone value ``=`` (systemd 252 reads
+    ``KEY==`` as an operator and gives up)."""
+    return (
+        value not in ("", "=")
+        and value[0] not in " \t"
+        and not any(ord(c) < 32 or ord(c) == 127 for c in value)
+    )
+
+
+def _condition(key: str, value: str) -> str:
+    # The condition's word is unquoted with backslash escapes; % starts a unit specifier.
+    quoted = value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+    return f'ConditionOSRelease="{key}={quoted}"'
+
+
+def real_systemd_available() -> str | None:
+    """None when the real parser can be asked here, else why not."""
+    if shutil.which("systemd-analyze") is None or shutil.which("unshare") is None:
+        return "needs systemd-analyze and unshare(1)"
+    probe = real_systemd_disagrees("ORBIT_PROBE=1\n", {"ORBIT_PROBE": "1"})
+    return probe if isinstance(probe, str) else None
+
+
+def real_systemd_disagrees(text: str, expected: Mapping[str, str]) -> list[str] | str:
+    """The keys of ``expected`` whose value systemd's own parser reads differently from ``text``
+    ([] when it agrees on all; systemd stops at the first mismatch, so at most one is named), or
+    a string saying why systemd could not be asked. Values :func:`systemd_can_compare` refuses
+    must be left out by the caller."""
+    conditions = []
+    for key, value in expected.items():
+        if not _NAME.fullmatch(key) or not systemd_can_compare(value):
+            raise ValueError(f"systemd cannot compare {key}={value!r}")
+        conditions.append(_condition(key, value))
+    userns = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp, "os-release")
+        path.write_text(text, encoding="utf-8")
+        proc = subprocess.run(
+            ["unshare", *userns, "--mount", "sh", "-c",
+             'f="$1"; shift; mount --bind "$f" /etc/os-release && '
+             'exec systemd-analyze condition "$@"',
+             "sh", str(path), *conditions],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+    output = proc.stdout + proc.stderr
+    if proc.returncode == 0 and "Conditions succeeded." in output:
+        return []
+    failed = re.findall(r'ConditionOSRelease="([A-Za-z_][A-Za-z0-9_]*)=.*" failed\.$', output, re.M)
+    if proc.returncode == 1 and failed and "Couldn't determine" not in output:
+        return failed
+    return " ".join(output.split()) or f"exit {proc.returncode}"

@@ -1,10 +1,17 @@
 """Issue 4, acceptance 4: hostile secrets and URLs either reach /etc/default/orbit exactly (as
-systemd parses an EnvironmentFile) or are refused with a clear error; never a broken file."""
+systemd parses an EnvironmentFile, and as a POSIX shell sourcing it reads it) or are refused with
+a clear error; never a broken file.
+
+Issue 14: the oracle (tests/systemd_env.py) is itself checked against the real systemd parser, and
+it tells an escaped ``$`` or backquote from an unescaped one (systemd alone cannot: both read the
+same), so a renderer that stopped escaping them fails here."""
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -12,7 +19,13 @@ from packager.errors import UsageError
 from packager.formats.deb_rpm import orbit_env
 from packager.options import BuildRequest, has_control_chars
 from packager.render import render
-from tests.systemd_env import parse_env_file
+from tests.systemd_env import (
+    parse_env_file,
+    read_env_file,
+    real_systemd_available,
+    real_systemd_disagrees,
+    systemd_can_compare,
+)
 
 NASTY = [*"\"'$`\\#=; \t\n\r", "${HOME}", "$(id)", "\\n", "ü", "😀", "\x00", "\x7f", "%", "&"]
 text = st.lists(
@@ -21,7 +34,7 @@ text = st.lists(
 
 
 def _env_file(req: BuildRequest) -> dict[str, str]:
-    return parse_env_file(render("linux", "orbit.env.j2", env=orbit_env(req), tool_version="t"))
+    return read_env_file(render("linux", "orbit.env.j2", env=orbit_env(req), tool_version="t"))
 
 
 @settings(max_examples=600, deadline=None)
@@ -61,3 +74,92 @@ def test_url_round_trips_or_is_refused(path: str, host: str) -> None:
     env = _env_file(req)
     assert env["ORBIT_FLEET_URL"] == url
     assert env["ORBIT_ENROLL_SECRET"] == "s"
+
+
+# -- the oracle ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_systemd() -> None:
+    why = real_systemd_available()
+    if why is not None:
+        pytest.skip(f"the real systemd parser cannot be asked here: {why}")
+
+
+@pytest.mark.parametrize(
+    ("unescaped", "escaped", "value"),
+    [
+        ("a$b", "a\\$b", "a$b"),
+        ("${HOME}/x", "\\${HOME}/x", "${HOME}/x"),
+        ("$(id)", "\\$(id)", "$(id)"),
+        ("a`id`b", "a\\`id\\`b", "a`id`b"),
+    ],
+)
+def test_oracle_tells_escaped_from_unescaped(unescaped: str, escaped: str, value: str) -> None:
+    assert read_env_file(f'K="{escaped}"\n') == {"K": value}
+    with pytest.raises(AssertionError, match="systemd and /bin/sh read different values"):
+        read_env_file(f'K="{unescaped}"\n')
+    # What systemd alone reads (the model, hand-checked against the real parser below).
+    assert parse_env_file(f'K="{unescaped}"\n') == {"K": value}
+
+
+@pytest.mark.parametrize(
+    ("unescaped", "value"), [("a$b", "a$b"), ("${HOME}", "${HOME}"), ("a`id`b", "a`id`b")]
+)
+def test_real_systemd_reads_unescaped_dollar_as_escaped(
+    real_systemd: None, unescaped: str, value: str
+) -> None:
+    """Why the shell is part of the oracle: systemd reads both spellings alike."""
+    escaped = unescaped.replace("$", "\\$").replace("`", "\\`")
+    assert (
+        real_systemd_disagrees(f'K="{unescaped}"\nL="{escaped}"\n', {"K": value, "L": value}) == []
+    )
+    assert real_systemd_disagrees(f'K="{escaped}"\n', {"K": value + "x"}) == ["K"]
+
+
+FRAGMENTS = ['"', "'", "\\", "$", "`", "#", ";", " ", "\t", "=", "\n", "\r", "x", "ü", "%",
+             '\\"', "\\\n", "\\$", "\\\\", "'a b'", '"c d"', "${X}"]  # fmt: skip
+KEYS = ["A", "B", "ORBIT_X", " C ", "#D", "E\t", ";F", "G H"]
+env_line = st.tuples(
+    st.sampled_from(KEYS),
+    st.sampled_from(["=", " = ", "=\t"]),
+    st.lists(
+        st.one_of(
+            st.sampled_from(FRAGMENTS),
+            st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=3),
+        ),
+        min_size=1,
+        max_size=8,
+    ).map("".join),
+).map("".join)
+
+
+@settings(max_examples=150, deadline=None)
+@given(lines=st.lists(env_line, min_size=1, max_size=4))
+def test_model_agrees_with_real_systemd(real_systemd: None, lines: list[str]) -> None:
+    """tests/systemd_env.parse_env_file against systemd's own tokenizer, on hostile files."""
+    content = "\n".join(lines) + "\n"
+    model = parse_env_file(content)
+    checkable = {
+        k: v
+        for k, v in model.items()
+        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k) and systemd_can_compare(v)
+    }
+    if checkable:
+        assert real_systemd_disagrees(content, checkable) == [], (content, checkable)
+
+
+HOSTILE = ['q"uote', "it's", "$HOME", "${HOME}", "$(id)", "`id`", "back\\slash", "\\", "end\\",
+           "#hash", "; semi", "trail  ", "%n %% %", "ü😀", 'a"b\'c$d`e\\f', "\\$", "=x="]  # fmt: skip
+
+
+@pytest.mark.parametrize("secret", HOSTILE)
+def test_rendered_file_read_by_real_systemd(real_systemd: None, secret: str) -> None:
+    url = f"https://fleet.example.com/p?q={secret}"
+    req = BuildRequest(type="deb", fleet_url=url, enroll_secret=secret)
+    content = render("linux", "orbit.env.j2", env=orbit_env(req), tool_version="t")
+    assert (
+        real_systemd_disagrees(content, {"ORBIT_ENROLL_SECRET": secret, "ORBIT_FLEET_URL": url})
+        == []
+    )
+    assert read_env_file(content)["ORBIT_ENROLL_SECRET"] == secret
