@@ -737,12 +737,6 @@ def test_msi_registry_update_url_escaped(bracket_msi: tuple[Path, str]) -> None:
     assert not [e for e in entries if e.startswith("ORBIT_UPDATE_URL=") and "u[x]" in e]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the MSI installs fleet_client.key and update_client.key under the Orbit root, "
-    "whose inherited DACL gives BUILTIN\\Users read access (0x1200a9); secret.txt is locked to "
-    "SYSTEM and Administrators, the mTLS private keys are not (0600 in the deb, rpm and pkg)",
-)
 def test_msi_client_keys_not_readable_by_users(bracket_msi: tuple[Path, str]) -> None:
     msi, _ = bracket_msi
     files = {r["FileName"].split("|")[-1]: r["File"] for r in _msi_rows(msi, "File")}

@@ -116,9 +116,14 @@ def test_directory_component_file_tables(msi: Path) -> None:
     created = {(r["Directory_"], r["Component_"]) for r in rows(msi, "CreateFolder")}
     assert any(path_of[d] == "staging" for d, _ in created)
     assert ("ORBITROOT", "C_ORBITROOT") in created
-    (lock,) = rows(msi, "MsiLockPermissionsEx")
-    assert lock["LockObject"] == "ORBITROOT" and lock["Table"] == "CreateFolder"
+    locks = {r["LockObject"]: r for r in rows(msi, "MsiLockPermissionsEx")}
+    lock = locks.pop("ORBITROOT")
+    assert lock["Table"] == "CreateFolder"
     assert lock["SDDLText"] == "O:SYG:SYD:P(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)(A;OICI;0x1200a9;;;BU)"
+    # what the Unix layouts install 0600 (here the TUF store) is for SYSTEM and Administrators
+    assert {lk["LockObject"] for lk in locks.values()} == {files["tuf-metadata.json"]["File"]}
+    assert all(lk["Table"] == "File" for lk in locks.values())
+    assert {lk["SDDLText"] for lk in locks.values()} == {"O:SYG:SYD:PAI(A;;FA;;;SY)(A;;FA;;;BA)"}
     # every component in the one feature; sequences 1..N, the media's last one N
     feature = {r["Component_"] for r in rows(msi, "FeatureComponents")}
     assert feature == set(components)

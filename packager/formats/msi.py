@@ -47,6 +47,10 @@ LOG_FILE = (
 # Fleet's SDDL for the Orbit root: SYSTEM and Administrators full, Users read and execute, no
 # inheritance from Program Files.
 ROOT_SDDL = "O:SYG:SYD:P(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)(A;OICI;0x1200a9;;;BU)"
+# Files the Unix layouts install 0600 (client keys and certificates, osquery.flags, the TUF
+# store): SYSTEM and Administrators only, as Fleet locks secret.txt. The root's DACL would let
+# every local user read them.
+PRIVATE_SDDL = "O:SYG:SYD:PAI(A;;FA;;;SY)(A;;FA;;;BA)"
 CA_DLL_DIR = Path(__file__).resolve().parent.parent / "data" / "msi"
 
 # Custom action type bits (msidbCustomActionType*).
@@ -499,6 +503,9 @@ class MsiBuilder:
             if f.size > 0x7FFFFFFF:
                 raise ToolError(f"{f.path.name} is over 2 GiB, more than an MSI file can hold")
             t["File"].add(f.key, f.component, f.name, f.size, None, None, 512, sequence)  # vital
+            if f.path.stat().st_mode & 0o077 == 0:
+                lock = "LP_" + f.key.removeprefix("F_")
+                t["MsiLockPermissionsEx"].add(lock, f.key, "File", PRIVATE_SDDL, None)
         t["Media"].add(1, len(files), None, "#product.cab", None, None)
 
         # The service, its recovery and its configuration.
