@@ -564,12 +564,16 @@ def statement_lines(source: bytes) -> dict[int, int]:
     multi-line condition is selected by the tests that ran the condition's first line.
     """
     out: dict[int, int] = {}
-    spans = sorted(
-        (n.lineno, n.end_lineno or n.lineno)
-        for n in ast.walk(ast.parse(source))
-        if isinstance(n, ast.stmt)
-    )
-    for start, end in spans:  # later starts are inner: they overwrite the enclosing ones
+    spans: list[tuple[int, int]] = []
+    for n in ast.walk(ast.parse(source)):
+        if not isinstance(n, ast.stmt):
+            continue
+        end = n.end_lineno or n.lineno
+        body = getattr(n, "body", None)
+        if isinstance(body, list) and body:  # a compound statement owns its header only
+            end = min(end, body[0].lineno - 1)
+        spans.append((n.lineno, max(n.lineno, end)))
+    for start, end in sorted(spans):  # later starts are inner: they overwrite enclosing ones
         for line in range(start, end + 1):
             out[line] = start
     return out
