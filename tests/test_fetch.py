@@ -6,9 +6,8 @@ attacker, a broken mirror or a misconfigured signer would alter them."""
 
 from __future__ import annotations
 
+import hashlib
 import json
-import shutil
-import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -22,17 +21,25 @@ from packager.fetch.http import HttpOptions
 from packager.repo.keys import RoleKey, decrypt_keys
 from packager.repo.metadata import serialize
 from packager.repo.passphrase import PassphraseSource
-from packager.repo.repository import Expirations, UpdateRepository
+from packager.repo.repository import Expirations, UpdateRepository, utcnow
 from tests.helpers import GOTUF_PASSPHRASES, TEST_PASSPHRASES, FaultServer, copy_gotuf_fixture
 
 ORBIT = b"\x7fELF orbit 1.0.0 " * 64
 OSQUERYD = b"\x7fELF osqueryd 5.0.0 " * 64
 
 
-def _lib(repo: Path, **exp: timedelta) -> UpdateRepository:
+def _lib(repo: Path, *, signed_at: datetime | None = None, **exp: timedelta) -> UpdateRepository:
+    """The repository library; ``signed_at``: the clock it signs with (expiries count from it)."""
     return UpdateRepository(
-        repo, PassphraseSource(environ=TEST_PASSPHRASES), Expirations(**exp) if exp else None
+        repo,
+        PassphraseSource(environ=TEST_PASSPHRASES),
+        Expirations(**exp) if exp else None,
+        now=(lambda: signed_at) if signed_at else utcnow,
     )
+
+
+def _days_ago(days: int) -> datetime:
+    return utcnow() - timedelta(days=days)
 
 
 def _key(repo: Path, role: str, index: int = -1) -> RoleKey:
@@ -161,8 +168,8 @@ def test_rolled_back_snapshot(server: FaultServer, repo: Path, tmp_path: Path) -
 
 
 def test_expired_timestamp(server: FaultServer, repo: Path, tmp_path: Path) -> None:
-    _lib(repo, timestamp=timedelta(seconds=1)).timestamp()
-    time.sleep(2.1)
+    # Signed 15 days ago with the default 14 days: expired a day ago, whatever the machine load.
+    _lib(repo, signed_at=_days_ago(15)).timestamp()
     msg = _refused(
         server,
         repo,
@@ -176,10 +183,10 @@ def test_expired_timestamp(server: FaultServer, repo: Path, tmp_path: Path) -> N
 
 def test_expired_targets(server: FaultServer, repo: Path, tmp_path: Path) -> None:
     (tmp_path / "x").write_bytes(b"x")
-    _lib(repo, targets=timedelta(seconds=1)).add(
+    # Signed a day ago: targets (1 s) expired then, snapshot and timestamp are still valid.
+    _lib(repo, signed_at=_days_ago(1), targets=timedelta(seconds=1)).add(
         tmp_path / "x", name="x", platform="linux", version="1"
     )
-    time.sleep(2.1)
     _refused(server, repo, tmp_path, "targets.json", "has expired", "updates add/remove")
 
 
@@ -228,9 +235,14 @@ def test_metadata_403_hint(server: FaultServer, repo: Path, tmp_path: Path) -> N
 
 def test_stalled_server(server: FaultServer, repo: Path, tmp_path: Path) -> None:
     server.faults["/timestamp.json"] = "stall"
-    start = time.monotonic()
-    _refused(server, repo, tmp_path, "too slow or stalled")
-    assert time.monotonic() - start < 5
+    # The server stays silent for 5 s after the headers, then closes; only the client's own
+    # read timeout (1.5 s) gives this message (after the close it would be a JSON error).
+    _refused(
+        server,
+        repo,
+        tmp_path,
+        f"{server.url} is too slow or stalled: no data from {server.url}/timestamp.json for 1.5s",
+    )
 
 
 def test_500_then_success(server: FaultServer, repo: Path, tmp_path: Path) -> None:
@@ -325,11 +337,15 @@ def test_offline(server: FaultServer, repo: Path, tmp_path: Path) -> None:
 
 
 def test_offline_still_checks_expiry(server: FaultServer, repo: Path, tmp_path: Path) -> None:
-    _lib(repo, timestamp=timedelta(seconds=2)).timestamp()
     cache = tmp_path / "cache"
     with _client(server, repo, cache) as client:
         client.fetch("orbit/linux/stable/orbit", tmp_path / "warm")
-    time.sleep(2.5)
+    # Fifteen days later the timestamp in the cache has expired (it lives 14 days). Instead of
+    # waiting, the cache (metadata/<key>/, see packager.fetch.client) is given a timestamp the
+    # repository signed 15 days ago: validly signed, a newer version, expired a day ago.
+    _lib(repo, signed_at=_days_ago(15)).timestamp()
+    (cached,) = (cache / "metadata").iterdir()
+    (cached / "timestamp.json").write_bytes((repo / "repository/timestamp.json").read_bytes())
     root = (repo / "repository/1.root.json").read_bytes()
     with (
         pytest.raises(FetchError, match=r"timestamp\.json .* has expired"),
@@ -355,14 +371,23 @@ def test_gotuf_fixture_served(tmp_path: Path) -> None:
             info = client.fetch("orbit/linux/edge/orbit", tmp_path / "orbit")
             assert info.unrecognized_fields["custom"] == {"version": "1.3.0"}
             assert client.channels("osqueryd", "linux") == ["5", "5.10", "5.10.2", "stable"]
+        # The bytes go-tuf published, checked here against its targets.json independently,
+        # written as a private file nothing can execute (mode 0600).
+        served = (fx / "repository/targets/orbit/linux/edge/orbit").read_bytes()
+        listed = json.loads((fx / "repository/targets.json").read_bytes())["signed"]["targets"]
+        assert (tmp_path / "orbit").read_bytes() == served
+        assert (
+            hashlib.sha512(served).hexdigest()
+            == listed["orbit/linux/edge/orbit"]["hashes"]["sha512"]
+        )
+        assert (tmp_path / "orbit").stat().st_mode & 0o777 == 0o600
     finally:
         srv.close()
-    assert shutil.which("true")  # sanity: nothing above executed the downloaded program
 
 
 def test_expired_root(server: FaultServer, repo: Path, tmp_path: Path) -> None:
-    _lib(repo, root=timedelta(seconds=1)).rotate("root")
-    time.sleep(2.1)
+    # Signed a day ago: the new root (1 s) expired then, the other roles are still valid.
+    _lib(repo, signed_at=_days_ago(1), root=timedelta(seconds=1)).rotate("root")
     _refused(server, repo, tmp_path, "root.json", "has expired since 20", "updates rotate root")
 
 

@@ -6,8 +6,7 @@ import datetime as dt
 import ipaddress
 import json
 import ssl
-import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -17,15 +16,19 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from packager.repo.passphrase import PassphraseSource
-from packager.repo.repository import Expirations, UpdateRepository
+from packager.repo.repository import Expirations, UpdateRepository, utcnow
 from tests.helpers import FIXTURES, TEST_PASSPHRASES, FaultServer, cli
 
 EXE = FIXTURES / "executables"
 
 
-def _lib(repo: Path, **exp: timedelta) -> UpdateRepository:
+def _lib(repo: Path, *, signed_at: datetime | None = None, **exp: timedelta) -> UpdateRepository:
+    """The repository library; ``signed_at``: the clock it signs with (expiries count from it)."""
     return UpdateRepository(
-        repo, PassphraseSource(environ=TEST_PASSPHRASES), Expirations(**exp) if exp else None
+        repo,
+        PassphraseSource(environ=TEST_PASSPHRASES),
+        Expirations(**exp) if exp else None,
+        now=(lambda: signed_at) if signed_at else utcnow,
     )
 
 
@@ -120,8 +123,8 @@ def test_verify_tampered_target(server: FaultServer, repo: Path) -> None:
 
 
 def test_verify_expired_timestamp(server: FaultServer, repo: Path) -> None:
-    _lib(repo, timestamp=timedelta(seconds=1)).timestamp()
-    time.sleep(2)
+    # Signed 15 days ago with the default 14 days: expired a day ago, whatever the machine load.
+    _lib(repo, signed_at=utcnow() - timedelta(days=15)).timestamp()
     out = _verify(server, repo)
     assert out.returncode == 4
     assert "timestamp.json" in out.stderr and "has expired" in out.stderr
