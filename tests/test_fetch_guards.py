@@ -23,9 +23,9 @@ comparison moved by one) and seeing the test fail:
   the repository commands, with an injected clock: exactly at the boundary and one second on
   either side.
 
-Three guards do not hold today; their tests are strict xfails that name the bug and the fix: a
-shared library passes as the Linux agent, ``rotate`` checks "under the old root" against the
-root it has already changed, and an endless metadata file is reported as "a file".
+Three guards did not hold when these tests were written (fixed since): a shared library passed
+as the Linux agent, ``rotate`` checked "under the old root" against the root it had already
+changed, and an endless metadata file was reported as "a file".
 
 Real components throughout: repositories made by our ``updates`` library, served on 127.0.0.1
 by ``FaultServer``, fetched by the real client and the real command line. Hostile metadata is
@@ -370,12 +370,6 @@ def test_endless_metadata_is_stopped(web: Web, base: Repo, tmp_path: Path, name:
     assert served_bytes < ENDLESS_BOUND, served_bytes
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: packager/fetch/client.py:448 names an endless metadata file 'a file' "
-    "(python-tuf's message names no role): `what = target or role or 'a file'` should fall "
-    "back to client.http.last_name, as the LengthOrHashMismatchError branch below does",
-)
 def test_endless_metadata_error_names_the_file(web: Web, base: Repo, tmp_path: Path) -> None:
     with web.serve(base.published) as server:
         server.faults["/timestamp.json"] = "endless"
@@ -652,16 +646,6 @@ class WrongSignerRepository(UpdateRepository):
         return [RoleKey.generate().signer(s.public_key.keyid) for s in signers]
 
 
-OLD_ROOT_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: packager/repo/repository.py:383 `old_root: Root = state.root_signed` is the "
-    "object rotate() then changes in place (revoke_key, add_key, version += 1, lines 390-397), "
-    "so _check_rotation's checks 'under the old root' (lines 558 and 561) run under the new "
-    "root and cannot fail: a new root.json the old root keys did not sign is published, and "
-    "every client holding the old root refuses it from then on (root was signed by 0/1 keys). "
-    "Fix: old_root = meta.parse(state.root.raw, 'root', ...).md.signed (a copy, before the edit)",
-)
-
 COMMANDS: dict[str, Callable[[UpdateRepository], object]] = {
     "add": lambda lib: lib.add(LINUX_EXE, name="orbit", platform="linux", version="3.0.0"),
     "remove": lambda lib: lib.remove(["orbit/linux/1.0.0/orbit"]),
@@ -682,8 +666,8 @@ COMMANDS: dict[str, Callable[[UpdateRepository], object]] = {
         ("rotate", "timestamp"),
         # The rotated role's (and root's) new files carry the old key's signature too, for
         # clients still on the old root: a bad one must be caught under the old root.
-        pytest.param("rotate", "snapshot", marks=OLD_ROOT_BUG),
-        pytest.param("rotate-root", "root", marks=OLD_ROOT_BUG),
+        pytest.param("rotate", "snapshot"),
+        pytest.param("rotate-root", "root"),
     ],
 )
 def test_metadata_that_does_not_verify_is_never_published(
@@ -938,12 +922,6 @@ def test_only_an_executable_for_the_os_and_cpu_is_an_agent(
     _fetch_case(web, zoo, tmp_path, case_id, CASES[case_id])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: packager/fetch/inspect.py:61 accepts every ELF of type DYN as an executable, "
-    "so a shared library (gcc -shared: ET_DYN, no PT_INTERP, no DF_1_PIE) passes as the Linux "
-    "agent; a PIE is ET_DYN with PT_INTERP or DF_1_PIE in DT_FLAGS_1",
-)
 def test_a_shared_library_is_not_an_agent(web: Web, zoo: Zoo, tmp_path: Path) -> None:
     case = Case("deb", "amd64", "orbit", "linux", "shared", "an ELF X86_64 non-executable", "gcc")
     _fetch_case(web, zoo, tmp_path, "linux-shared", case, exact=False)

@@ -445,7 +445,7 @@ def _explain(exc: Exception, client: UpdateClient, target: str | None) -> str:
     if isinstance(exc, exceptions.UnsignedMetadataError):
         return f"bad signature from {url}: {message} (threshold not met; wrong --update-roots?)"
     if isinstance(exc, exceptions.DownloadLengthMismatchError):
-        what = target or role or "a file"
+        what = target or role or client.http.last_name or "a file"
         return f"{what} from {url} is longer than its metadata allows: {message}"
     if isinstance(exc, exceptions.LengthOrHashMismatchError):
         what = f"target {target}" if target else client.http.last_name or "a file"

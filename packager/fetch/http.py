@@ -340,7 +340,12 @@ class RequestsFetcher(FetcherInterface):
                 raise exceptions.SlowRetrievalError(
                     f"no data from {url} for {opts.read_timeout:g}s"
                 ) from None
-            except urllib3.exceptions.DecodeError:
+            except urllib3.exceptions.DecodeError as exc:
+                if not response.headers.get("Content-Encoding"):
+                    # Nothing to decode was announced, so the server did not send a bad
+                    # encoding: seen (rarely, on loaded test machines) as a broken transfer,
+                    # retried like one.
+                    raise _Dropped(_reason(exc)) from None
                 raise HttpFailure(
                     f"{url} sent a body its Content-Encoding cannot decode", url
                 ) from None

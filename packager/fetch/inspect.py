@@ -50,13 +50,28 @@ def _name(value: object) -> str:
     return str(value).rsplit(".", 1)[-1]
 
 
+def _elf_executable(elf: lief.ELF.Binary) -> bool:
+    """EXEC, or a DYN that is a program (a PIE: an interpreter or DF_1_PIE), not a library."""
+    kind = _name(elf.header.file_type)
+    if kind == "EXEC":
+        return True
+    if kind != "DYN":
+        return False
+    if elf.has_interpreter:
+        return True
+    df_1_pie = 0x08000000  # static-PIE executables have no interpreter, only this flag
+    return any(
+        _name(entry.tag) == "FLAGS_1" and entry.value & df_1_pie for entry in elf.dynamic_entries
+    )
+
+
 def inspect_binary(path: Path) -> BinaryInfo:
     """Identify ``path``'s format and CPUs; raise TargetMismatchError if it is none we know."""
     p = str(path)
     if lief.is_elf(p):
         elf = lief.ELF.parse(p)
         if elf is not None:
-            executable = _name(elf.header.file_type) in ("EXEC", "DYN")
+            executable = _elf_executable(elf)
             return BinaryInfo("ELF", (_name(elf.header.machine_type),), executable)
     elif lief.is_pe(p):
         pe = lief.PE.parse(p)

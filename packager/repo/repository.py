@@ -380,7 +380,9 @@ class UpdateRepository:
         with self._locked():
             state = self.load()
             held = {r: self._role_keys(r) for r in ROLES}
-            old_root: Root = state.root_signed
+            # a copy: the root below is edited in place, and the checks that the new files also
+            # verify under the old root must see the old one
+            old_root: Root = meta.parse(state.root.raw, "root", "root.json").md.signed
             old_signers = {r: self._signers_for(old_root, r, held[r]) for r in ROLES}
             now = self._now()
             new_key = RoleKey.generate()
