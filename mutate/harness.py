@@ -96,6 +96,8 @@ class Result:
     detail: str = ""
     cached: bool = False
     equivalent: str | None = None  # the reviewed reason, when listed in equivalent.txt
+    ran: int = 0  # pytest arguments run (a test or a whole file)
+    selected: int = 0  # of how many selected: fewer when --max-tests cut the list
 
 
 @dataclass
@@ -374,9 +376,11 @@ class Runner:
         *,
         progress: bool = True,
         use_cache: bool = True,
+        max_tests: int = 0,
     ) -> None:
         self.config = config
         self.snapshot = snapshot
+        self.max_tests = max_tests  # run at most this many selected tests per mutant (0: all)
         self.jobs = max(1, jobs)
         self.progress = progress
         self.use_cache = use_cache  # False: run everything again (results are still stored)
@@ -392,9 +396,10 @@ class Runner:
         self.broken: dict[str, str] = {}  # tests failing without any mutant -> why
 
     # -- cache --------------------------------------------------------------------------------
-    def _key(self, plan: Plan, mutant_id: str) -> str:
+    def _key(self, plan: Plan, mutant_id: str, max_tests: int = 0) -> str:
         return _sha256(
-            f"{HARNESS_VERSION}|{plan.path}|{plan.file_sha}|{mutant_id}|{plan.tests_sha}".encode()
+            f"{HARNESS_VERSION}|{plan.path}|{plan.file_sha}|{mutant_id}|{plan.tests_sha}"
+            f"|{max_tests}".encode()
         )
 
     def _cached(self, key: str) -> dict[str, object] | None:
@@ -472,12 +477,12 @@ class Runner:
         source = (self.snapshot.dir / plan.path).read_bytes()
         mutated = mutant.apply(source)
         for _ in range(5):  # each retry deselects one test that fails without the mutant
-            args = self._ordered(plan, mutant)
             with self._lock:
                 deselect = [b for b in self.broken if b.split("::")[0] in plan.tests]
-            args = [a for a in args if a not in self.broken]
-            if not args:
+            selected = [a for a in self._ordered(plan, mutant) if a not in self.broken]
+            if not selected:
                 return Result(mutant, SURVIVED, 0.0, "every selected test fails unmutated")
+            args = selected[: self.max_tests] if self.max_tests else selected
             limit = max(300.0, 3 * plan.expected_seconds(args) + 120)
             with ws.mutated(plan.path, mutated):
                 status, seconds, detail, failing = ws.pytest(args, limit, deselect=deselect)
@@ -485,32 +490,53 @@ class Runner:
                 continue
             if status in (KILLED, TIMEOUT) and failing:
                 self._credit(plan, failing[0])
-            return Result(mutant, status, seconds, detail)
+            return Result(mutant, status, seconds, detail, ran=len(args), selected=len(selected))
         return Result(mutant, ERROR, 0.0, "too many tests fail without any mutant")
+
+    def _lookup(self, plan: Plan, mutant: Mutant) -> Result | None:
+        """A cached result: a complete one, else one that ran at least --max-tests tests."""
+        for k in (0, self.max_tests) if self.max_tests else (0,):
+            hit = self._cached(self._key(plan, mutant.id, k))
+            if hit is not None:
+                return Result(
+                    mutant,
+                    str(hit["status"]),
+                    float(str(hit["seconds"])),
+                    str(hit.get("detail", "")),
+                    cached=True,
+                    ran=int(str(hit.get("ran", 0))),
+                    selected=int(str(hit.get("selected", 0))),
+                )
+        return None
+
+    def _save(self, plan: Plan, result: Result) -> None:
+        """A kill, or a survivor that ran every selected test, holds whatever --max-tests."""
+        complete = result.status != SURVIVED or result.ran >= result.selected
+        self._store(
+            self._key(plan, result.mutant.id, 0 if complete else self.max_tests),
+            {
+                "status": result.status,
+                "seconds": result.seconds,
+                "detail": result.detail,
+                "ran": result.ran,
+                "selected": result.selected,
+            },
+        )
 
     def run(self, plans: list[Plan]) -> list[Result]:
         work = [(p, m) for p in plans for m in p.mutants]
         self._total = len(work)
         results: list[Result] = []
-        pending: list[tuple[Plan, Mutant, str]] = []
+        pending: list[tuple[Plan, Mutant]] = []
         for plan, mutant in work:
             if not plan.tests_for(mutant):
                 results.append(Result(mutant, UNCOVERED, 0.0, "no mapped test executes it"))
                 continue
-            key = self._key(plan, mutant.id)
-            hit = self._cached(key)
+            hit = self._lookup(plan, mutant)
             if hit is not None:
-                results.append(
-                    Result(
-                        mutant,
-                        str(hit["status"]),
-                        float(str(hit["seconds"])),
-                        str(hit.get("detail", "")),
-                        cached=True,
-                    )
-                )
+                results.append(hit)
             else:
-                pending.append((plan, mutant, key))
+                pending.append((plan, mutant))
         self._done = len(results)
         uncovered = sum(r.status == UNCOVERED for r in results)
         self._log(
@@ -526,22 +552,15 @@ class Runner:
             for i in range(pool_size):
                 free.put(Workspace(self.config, self.snapshot.dir, Path(tmp), i))
 
-            def one(item: tuple[Plan, Mutant, str]) -> Result:
-                plan, mutant, key = item
+            def one(item: tuple[Plan, Mutant]) -> Result:
+                plan, mutant = item
                 ws = free.get()
                 try:
                     result = self._run_mutant(plan, mutant, ws)
                 finally:
                     free.put(ws)
                 if result.status != ERROR:
-                    self._store(
-                        key,
-                        {
-                            "status": result.status,
-                            "seconds": result.seconds,
-                            "detail": result.detail,
-                        },
-                    )
+                    self._save(plan, result)
                 with self._lock:
                     self._done += 1
                     done = self._done
@@ -759,6 +778,8 @@ def build_report(
                     "cached": r.cached,
                     "detail": r.detail,
                     "equivalent": r.equivalent,
+                    "ran": r.ran,
+                    "selected": r.selected,
                 }
             )
     scoped_paths = {p.path for p in plans}
@@ -802,6 +823,11 @@ def render_report(report: dict[str, object], threshold: float) -> tuple[str, boo
         )
     if settings.get("limit"):
         lines.append(f"(limited to {settings['limit']} mutants in all)")
+    if settings.get("max_tests"):
+        lines.append(
+            f"(at most {settings['max_tests']} selected tests per mutant, sharpest first; "
+            "--max-tests 0 runs them all)"
+        )
     for name, d in groups.items():
         s = score(d)
         lines.append(s.line(name))
@@ -817,6 +843,9 @@ def render_report(report: dict[str, object], threshold: float) -> tuple[str, boo
     lines.append(f"survivors ({len(survivors)}; [not executed]: no mapped test runs the line):")
     for m in survivors:
         mark = "  [not executed]" if m["status"] == UNCOVERED else ""
+        ran, selected = int(str(m.get("ran", 0))), int(str(m.get("selected", 0)))
+        if m["status"] == SURVIVED and ran < selected:
+            mark = f"  [ran the first {ran} of {selected} selected tests]"
         lines.append(_describe(m) + mark)
     timeouts = [m for m in mutants if m["status"] == TIMEOUT]
     if timeouts:
@@ -907,6 +936,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "0: all)",
     )
     parser.add_argument("--seed", default="0")
+    parser.add_argument(
+        "--max-tests",
+        type=int,
+        default=testmap.DEFAULT_MAX_TESTS,
+        metavar="K",
+        help="run at most K of a mutant's selected tests, sharpest first (0: all); a survivor "
+        f"of a cut list is marked (default {testmap.DEFAULT_MAX_TESTS})",
+    )
     parser.add_argument("--threshold", type=float, default=90.0)
     parser.add_argument(
         "--report", type=Path, default=None, help="JSON report (default .mutate-cache/report.json)"
@@ -954,7 +991,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             for t in _unmapped_tests(config, snapshot.dir):
                 print(f"note: {t} is in no entry of mutate/testmap.py", file=sys.stderr)
         runner = Runner(
-            config, snapshot, args.jobs, progress=not args.quiet, use_cache=not args.fresh
+            config,
+            snapshot,
+            args.jobs,
+            progress=not args.quiet,
+            use_cache=not args.fresh,
+            max_tests=args.max_tests,
         )
         results = runner.run(plans)
     elapsed = time.monotonic() - start
@@ -966,6 +1008,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cap": args.max_per_module,
         "seed": args.seed,
         "limit": args.limit,
+        "max_tests": args.max_tests,
         "threshold": args.threshold,
         "coverage_selection": bool(coverage),
     }

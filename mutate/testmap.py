@@ -132,472 +132,520 @@ TESTS: dict[str, tuple[str, ...]] = {
     "packager/fetch/__init__.py": (),
     "packager/fetch/cache.py": (
         "tests/test_version.py",  # 66 lines, 10s
-        "tests/test_deb_writer.py",  # 66 lines, 14s
-        "tests/test_fetch_cli.py",  # 77 lines, 17s
-        "tests/test_archive_targets.py",  # 66 lines, 18s
-        "tests/test_environment.py",  # 70 lines, 26s
-        "tests/test_pkg.py",  # 60 lines, 26s
-        "tests/test_verify_download_dir.py",  # 48 lines, 24s
+        "tests/test_deb_writer.py",  # 66 lines, 11s
+        "tests/test_environment.py",  # 70 lines, 18s
+        "tests/test_pkg.py",  # 60 lines, 15s
+        "tests/test_fetch_cli.py",  # 77 lines, 24s
+        "tests/test_archive_targets.py",  # 66 lines, 21s
+        "tests/test_verify_download_dir.py",  # 48 lines, 18s
+        "tests/test_msi.py",  # 66 lines, 26s
+        "tests/test_linux_packages.py",  # 66 lines, 41s
         "tests/test_fetch_limits.py",  # 64 lines, 42s
-        "tests/test_msi.py",  # 66 lines, 48s
-        "tests/test_fetch_targets.py",  # 66 lines, 53s
-        "tests/test_fetch.py",  # 84 lines, 99s
-        "tests/test_linux_packages.py",  # 66 lines, 79s
-        "tests/test_non_utc.py",  # 73 lines, 98s
-        "tests/test_verify.py",  # 48 lines, 70s
-        "tests/test_update_roots.py",  # 46 lines, 79s
-        "tests/test_local_attacks.py",  # 83 lines, 185s
+        "tests/test_fetch_targets.py",  # 66 lines, 45s
+        "tests/test_fetch.py",  # 84 lines, 68s
+        "tests/test_non_utc.py",  # 73 lines, 64s
+        "tests/test_format_guards.py",  # 66 lines, 64s
+        "tests/test_update_roots.py",  # 46 lines, 55s
+        "tests/test_verify.py",  # 48 lines, 59s
+        "tests/test_local_attacks.py",  # 84 lines, 112s
     ),
     "packager/fetch/client.py": (
         "tests/test_version.py",  # 86 lines, 10s
-        "tests/test_fetch_cli.py",  # 121 lines, 17s
-        "tests/test_deb_writer.py",  # 86 lines, 14s
-        "tests/test_archive_targets.py",  # 86 lines, 18s
-        "tests/test_verify_download_dir.py",  # 102 lines, 24s
-        "tests/test_environment.py",  # 90 lines, 26s
-        "tests/test_pkg.py",  # 85 lines, 26s
+        "tests/test_deb_writer.py",  # 86 lines, 11s
+        "tests/test_verify_download_dir.py",  # 102 lines, 18s
+        "tests/test_pkg.py",  # 85 lines, 15s
+        "tests/test_environment.py",  # 90 lines, 18s
+        "tests/test_fetch_cli.py",  # 121 lines, 24s
+        "tests/test_archive_targets.py",  # 86 lines, 21s
+        "tests/test_msi.py",  # 86 lines, 26s
         "tests/test_fetch_limits.py",  # 132 lines, 42s
-        "tests/test_msi.py",  # 86 lines, 48s
-        "tests/test_verify.py",  # 121 lines, 70s
-        "tests/test_update_roots.py",  # 130 lines, 79s
-        "tests/test_non_utc.py",  # 141 lines, 98s
-        "tests/test_fetch.py",  # 139 lines, 99s
-        "tests/test_linux_packages.py",  # 86 lines, 79s
-        "tests/test_fetch_targets.py",  # 57 lines, 53s
-        "tests/test_local_attacks.py",  # 92 lines, 185s
+        "tests/test_non_utc.py",  # 141 lines, 64s
+        "tests/test_linux_packages.py",  # 86 lines, 41s
+        "tests/test_verify.py",  # 121 lines, 59s
+        "tests/test_fetch.py",  # 139 lines, 68s
+        "tests/test_update_roots.py",  # 108 lines, 55s
+        "tests/test_format_guards.py",  # 86 lines, 64s
+        "tests/test_fetch_targets.py",  # 57 lines, 45s
+        "tests/test_local_attacks.py",  # 111 lines, 112s
     ),
     "packager/fetch/extract.py": (
-        "tests/test_extract.py",  # 282 lines, 9s
-        "tests/test_archive_targets.py",  # 176 lines, 18s
-        "tests/test_pkg.py",  # 134 lines, 26s
-        "tests/test_fetch_targets.py",  # 218 lines, 53s
-        "tests/test_linux_packages.py",  # 129 lines, 79s
+        "tests/test_extract.py",  # 282 lines, 5s
+        "tests/test_pkg.py",  # 134 lines, 15s
+        "tests/test_archive_targets.py",  # 176 lines, 21s
+        "tests/test_fetch_targets.py",  # 218 lines, 45s
+        "tests/test_linux_packages.py",  # 129 lines, 41s
+        "tests/test_format_guards.py",  # 134 lines, 64s
     ),
     "packager/fetch/gotuf.py": (
+        "tests/test_verify_download_dir.py",  # 40 lines, 18s
         "tests/test_version.py",  # 21 lines, 10s
-        "tests/test_verify_download_dir.py",  # 40 lines, 24s
-        "tests/test_deb_writer.py",  # 21 lines, 14s
-        "tests/test_fetch_cli.py",  # 21 lines, 17s
-        "tests/test_archive_targets.py",  # 21 lines, 18s
+        "tests/test_deb_writer.py",  # 21 lines, 11s
+        "tests/test_pkg.py",  # 21 lines, 15s
+        "tests/test_environment.py",  # 21 lines, 18s
+        "tests/test_non_utc.py",  # 68 lines, 64s
+        "tests/test_archive_targets.py",  # 21 lines, 21s
         "tests/test_fetch_limits.py",  # 40 lines, 42s
-        "tests/test_environment.py",  # 21 lines, 26s
-        "tests/test_pkg.py",  # 21 lines, 26s
-        "tests/test_non_utc.py",  # 68 lines, 98s
-        "tests/test_verify.py",  # 40 lines, 70s
-        "tests/test_update_roots.py",  # 42 lines, 79s
-        "tests/test_fetch.py",  # 49 lines, 99s
-        "tests/test_msi.py",  # 21 lines, 48s
-        "tests/test_fetch_targets.py",  # 21 lines, 53s
-        "tests/test_linux_packages.py",  # 21 lines, 79s
-        "tests/test_local_attacks.py",  # 21 lines, 185s
+        "tests/test_fetch_cli.py",  # 21 lines, 24s
+        "tests/test_msi.py",  # 21 lines, 26s
+        "tests/test_update_roots.py",  # 42 lines, 55s
+        "tests/test_fetch.py",  # 49 lines, 68s
+        "tests/test_verify.py",  # 40 lines, 59s
+        "tests/test_linux_packages.py",  # 21 lines, 41s
+        "tests/test_fetch_targets.py",  # 21 lines, 45s
+        "tests/test_format_guards.py",  # 21 lines, 64s
+        "tests/test_local_attacks.py",  # 21 lines, 112s
     ),
     "packager/fetch/http.py": (
-        "tests/test_version.py",  # 90 lines, 10s
-        "tests/test_deb_writer.py",  # 89 lines, 14s
-        "tests/test_fetch_cli.py",  # 85 lines, 17s
-        "tests/test_archive_targets.py",  # 90 lines, 18s
-        "tests/test_fetch_limits.py",  # 168 lines, 42s
-        "tests/test_verify_download_dir.py",  # 84 lines, 24s
-        "tests/test_environment.py",  # 90 lines, 26s
-        "tests/test_pkg.py",  # 89 lines, 26s
-        "tests/test_msi.py",  # 89 lines, 48s
-        "tests/test_verify.py",  # 110 lines, 70s
-        "tests/test_fetch_targets.py",  # 82 lines, 53s
-        "tests/test_fetch.py",  # 116 lines, 99s
-        "tests/test_linux_packages.py",  # 89 lines, 79s
-        "tests/test_update_roots.py",  # 84 lines, 79s
-        "tests/test_non_utc.py",  # 90 lines, 98s
-        "tests/test_local_attacks.py",  # 94 lines, 185s
-        "tests/test_gotuf_fixture.py",  # 2 lines, 37s
-        "tests/test_status.py",  # 2 lines, 54s
-        "tests/test_add_window.py",  # 2 lines, 66s
-        "tests/test_errors.py",  # 2 lines, 66s
-        "tests/test_gotuf_client.py",  # 2 lines, 67s
-        "tests/test_key_files.py",  # 2 lines, 82s
-        "tests/test_repo_client.py",  # 2 lines, 146s
-        "tests/test_crash.py",  # 2 lines, 364s
+        "tests/test_version.py",  # 98 lines, 10s
+        "tests/test_deb_writer.py",  # 97 lines, 11s
+        "tests/test_pkg.py",  # 97 lines, 15s
+        "tests/test_environment.py",  # 98 lines, 18s
+        "tests/test_verify_download_dir.py",  # 92 lines, 18s
+        "tests/test_archive_targets.py",  # 98 lines, 21s
+        "tests/test_fetch_cli.py",  # 93 lines, 24s
+        "tests/test_fetch_limits.py",  # 163 lines, 42s
+        "tests/test_msi.py",  # 97 lines, 26s
+        "tests/test_linux_packages.py",  # 97 lines, 41s
+        "tests/test_fetch_targets.py",  # 90 lines, 45s
+        "tests/test_verify.py",  # 114 lines, 59s
+        "tests/test_fetch.py",  # 122 lines, 68s
+        "tests/test_layout.py",  # 8 lines, 4s
+        "tests/test_update_roots.py",  # 92 lines, 55s
+        "tests/test_format_guards.py",  # 99 lines, 64s
+        "tests/test_non_utc.py",  # 98 lines, 64s
+        "tests/test_local_attacks.py",  # 102 lines, 112s
+        "tests/test_env_file_property.py",  # 8 lines, 20s
+        "tests/test_gotuf_fixture.py",  # 10 lines, 32s
+        "tests/test_status.py",  # 10 lines, 37s
+        "tests/test_key_files.py",  # 10 lines, 44s
+        "tests/test_gotuf_client.py",  # 10 lines, 55s
+        "tests/test_add_window.py",  # 10 lines, 57s
+        "tests/test_errors.py",  # 10 lines, 57s
+        "tests/test_repo_client.py",  # 10 lines, 104s
+        "tests/test_crash.py",  # 10 lines, 273s
     ),
     "packager/fetch/inspect.py": (
-        "tests/test_version.py",  # 13 lines, 10s
-        "tests/test_windows_binaries.py",  # 17 lines, 15s
-        "tests/test_deb_writer.py",  # 13 lines, 14s
-        "tests/test_fetch_cli.py",  # 15 lines, 17s
-        "tests/test_fetch_targets.py",  # 39 lines, 53s
-        "tests/test_archive_targets.py",  # 13 lines, 18s
-        "tests/test_pkg.py",  # 17 lines, 26s
-        "tests/test_environment.py",  # 13 lines, 26s
-        "tests/test_msi.py",  # 23 lines, 48s
-        "tests/test_linux_packages.py",  # 13 lines, 79s
-        "tests/test_non_utc.py",  # 15 lines, 98s
-        "tests/test_local_attacks.py",  # 15 lines, 185s
+        "tests/test_windows_binaries.py",  # 19 lines, 10s
+        "tests/test_version.py",  # 15 lines, 10s
+        "tests/test_deb_writer.py",  # 15 lines, 11s
+        "tests/test_pkg.py",  # 16 lines, 15s
+        "tests/test_msi.py",  # 25 lines, 26s
+        "tests/test_environment.py",  # 15 lines, 18s
+        "tests/test_fetch_targets.py",  # 37 lines, 45s
+        "tests/test_archive_targets.py",  # 15 lines, 21s
+        "tests/test_fetch_cli.py",  # 17 lines, 24s
+        "tests/test_format_guards.py",  # 33 lines, 64s
+        "tests/test_layout.py",  # 2 lines, 4s
+        "tests/test_linux_packages.py",  # 15 lines, 41s
+        "tests/test_non_utc.py",  # 17 lines, 64s
+        "tests/test_local_attacks.py",  # 17 lines, 112s
+        "tests/test_verify_download_dir.py",  # 2 lines, 18s
+        "tests/test_env_file_property.py",  # 2 lines, 20s
+        "tests/test_gotuf_fixture.py",  # 2 lines, 32s
+        "tests/test_status.py",  # 2 lines, 37s
+        "tests/test_fetch_limits.py",  # 2 lines, 42s
+        "tests/test_key_files.py",  # 2 lines, 44s
+        "tests/test_gotuf_client.py",  # 2 lines, 55s
+        "tests/test_update_roots.py",  # 2 lines, 55s
+        "tests/test_add_window.py",  # 2 lines, 57s
+        "tests/test_errors.py",  # 2 lines, 57s
+        "tests/test_verify.py",  # 2 lines, 59s
+        "tests/test_fetch.py",  # 2 lines, 68s
+        "tests/test_repo_client.py",  # 2 lines, 104s
+        "tests/test_crash.py",  # 2 lines, 273s
     ),
     "packager/fetch/progress.py": (
-        "tests/test_fetch_cli.py",  # 20 lines, 17s
+        "tests/test_fetch_cli.py",  # 20 lines, 24s
         "tests/test_version.py",  # 5 lines, 10s
-        "tests/test_deb_writer.py",  # 5 lines, 14s
-        "tests/test_archive_targets.py",  # 5 lines, 18s
-        "tests/test_verify_download_dir.py",  # 5 lines, 24s
-        "tests/test_environment.py",  # 5 lines, 26s
-        "tests/test_pkg.py",  # 5 lines, 26s
+        "tests/test_deb_writer.py",  # 5 lines, 11s
+        "tests/test_pkg.py",  # 5 lines, 15s
+        "tests/test_environment.py",  # 5 lines, 18s
+        "tests/test_verify_download_dir.py",  # 5 lines, 18s
+        "tests/test_archive_targets.py",  # 5 lines, 21s
+        "tests/test_msi.py",  # 5 lines, 26s
+        "tests/test_linux_packages.py",  # 5 lines, 41s
         "tests/test_fetch_limits.py",  # 5 lines, 42s
-        "tests/test_msi.py",  # 5 lines, 48s
-        "tests/test_verify.py",  # 5 lines, 70s
-        "tests/test_update_roots.py",  # 5 lines, 79s
-        "tests/test_linux_packages.py",  # 5 lines, 79s
-        "tests/test_non_utc.py",  # 5 lines, 98s
-        "tests/test_local_attacks.py",  # 5 lines, 185s
+        "tests/test_update_roots.py",  # 5 lines, 55s
+        "tests/test_verify.py",  # 5 lines, 59s
+        "tests/test_format_guards.py",  # 5 lines, 64s
+        "tests/test_non_utc.py",  # 5 lines, 64s
+        "tests/test_local_attacks.py",  # 5 lines, 112s
     ),
     "packager/fetch/targets.py": (
         "tests/test_version.py",  # 73 lines, 10s
-        "tests/test_fetch_cli.py",  # 66 lines, 17s
-        "tests/test_archive_targets.py",  # 60 lines, 18s
-        "tests/test_deb_writer.py",  # 44 lines, 14s
-        "tests/test_pkg.py",  # 46 lines, 26s
-        "tests/test_environment.py",  # 41 lines, 26s
-        "tests/test_msi.py",  # 49 lines, 48s
-        "tests/test_fetch_targets.py",  # 51 lines, 53s
+        "tests/test_deb_writer.py",  # 44 lines, 11s
+        "tests/test_pkg.py",  # 46 lines, 15s
+        "tests/test_archive_targets.py",  # 60 lines, 21s
+        "tests/test_fetch_cli.py",  # 66 lines, 24s
+        "tests/test_environment.py",  # 41 lines, 18s
+        "tests/test_msi.py",  # 49 lines, 26s
+        "tests/test_linux_packages.py",  # 48 lines, 41s
+        "tests/test_fetch_targets.py",  # 51 lines, 45s
+        "tests/test_non_utc.py",  # 60 lines, 64s
+        "tests/test_format_guards.py",  # 56 lines, 64s
         "tests/test_fetch_limits.py",  # 30 lines, 42s
-        "tests/test_non_utc.py",  # 60 lines, 98s
-        "tests/test_linux_packages.py",  # 48 lines, 79s
-        "tests/test_local_attacks.py",  # 60 lines, 185s
+        "tests/test_local_attacks.py",  # 60 lines, 112s
     ),
     "packager/fetch/verify.py": (
-        "tests/test_verify_download_dir.py",  # 94 lines, 24s
-        "tests/test_verify.py",  # 83 lines, 70s
+        "tests/test_verify_download_dir.py",  # 94 lines, 18s
+        "tests/test_verify.py",  # 83 lines, 59s
         "tests/test_fetch_limits.py",  # 29 lines, 42s
-        "tests/test_update_roots.py",  # 36 lines, 79s
-        "tests/test_non_utc.py",  # 39 lines, 98s
+        "tests/test_update_roots.py",  # 36 lines, 55s
+        "tests/test_non_utc.py",  # 39 lines, 64s
     ),
     "packager/formats/__init__.py": (),
     "packager/formats/base.py": (
-        "tests/test_deb_writer.py",  # 4 lines, 14s
-        "tests/test_archive_targets.py",  # 5 lines, 18s
-        "tests/test_pkg.py",  # 5 lines, 26s
-        "tests/test_environment.py",  # 4 lines, 26s
-        "tests/test_linux_packages.py",  # 5 lines, 79s
-        "tests/test_non_utc.py",  # 5 lines, 98s
-        "tests/test_local_attacks.py",  # 4 lines, 185s
+        "tests/test_deb_writer.py",  # 4 lines, 11s
+        "tests/test_pkg.py",  # 5 lines, 15s
+        "tests/test_archive_targets.py",  # 5 lines, 21s
+        "tests/test_environment.py",  # 4 lines, 18s
+        "tests/test_format_guards.py",  # 10 lines, 64s
+        "tests/test_linux_packages.py",  # 5 lines, 41s
+        "tests/test_non_utc.py",  # 5 lines, 64s
+        "tests/test_local_attacks.py",  # 4 lines, 112s
     ),
     "packager/formats/deb_rpm.py": (
-        "tests/test_deb_writer.py",  # 81 lines, 14s
-        "tests/test_archive_targets.py",  # 87 lines, 18s
-        "tests/test_environment.py",  # 78 lines, 26s
-        "tests/test_linux_packages.py",  # 87 lines, 79s
-        "tests/test_non_utc.py",  # 83 lines, 98s
-        "tests/test_local_attacks.py",  # 81 lines, 185s
+        "tests/test_deb_writer.py",  # 81 lines, 11s
+        "tests/test_environment.py",  # 78 lines, 18s
+        "tests/test_archive_targets.py",  # 87 lines, 21s
+        "tests/test_linux_packages.py",  # 87 lines, 41s
+        "tests/test_format_guards.py",  # 85 lines, 64s
+        "tests/test_non_utc.py",  # 83 lines, 64s
+        "tests/test_local_attacks.py",  # 81 lines, 112s
         "tests/test_version.py",  # 4 lines, 10s
         "tests/test_env_file_property.py",  # 5 lines, 20s
         "tests/test_fetch_limits.py",  # 4 lines, 42s
     ),
     "packager/formats/msi.py": (
-        "tests/test_msi.py",  # 121 lines, 48s
-        "tests/test_version.py",  # 9 lines, 10s
-        "tests/test_deb_writer.py",  # 9 lines, 14s
-        "tests/test_fetch_cli.py",  # 9 lines, 17s
-        "tests/test_archive_targets.py",  # 9 lines, 18s
-        "tests/test_verify_download_dir.py",  # 9 lines, 24s
-        "tests/test_environment.py",  # 9 lines, 26s
-        "tests/test_pkg.py",  # 9 lines, 26s
-        "tests/test_gotuf_fixture.py",  # 9 lines, 37s
-        "tests/test_fetch_limits.py",  # 9 lines, 42s
-        "tests/test_status.py",  # 9 lines, 54s
-        "tests/test_add_window.py",  # 9 lines, 66s
-        "tests/test_errors.py",  # 9 lines, 66s
-        "tests/test_gotuf_client.py",  # 9 lines, 67s
-        "tests/test_verify.py",  # 9 lines, 70s
-        "tests/test_update_roots.py",  # 9 lines, 79s
-        "tests/test_linux_packages.py",  # 9 lines, 79s
-        "tests/test_key_files.py",  # 9 lines, 82s
-        "tests/test_non_utc.py",  # 9 lines, 98s
-        "tests/test_fetch.py",  # 9 lines, 99s
-        "tests/test_repo_client.py",  # 9 lines, 146s
-        "tests/test_local_attacks.py",  # 9 lines, 185s
-        "tests/test_crash.py",  # 9 lines, 364s
+        "tests/test_msi.py",  # 141 lines, 26s
+        "tests/test_format_guards.py",  # 141 lines, 64s
+        "tests/test_version.py",  # 1 lines, 10s
+        "tests/test_deb_writer.py",  # 1 lines, 11s
+        "tests/test_pkg.py",  # 1 lines, 15s
+        "tests/test_environment.py",  # 1 lines, 18s
+        "tests/test_verify_download_dir.py",  # 1 lines, 18s
+        "tests/test_archive_targets.py",  # 1 lines, 21s
+        "tests/test_fetch_cli.py",  # 1 lines, 24s
+        "tests/test_gotuf_fixture.py",  # 1 lines, 32s
+        "tests/test_status.py",  # 1 lines, 37s
+        "tests/test_linux_packages.py",  # 1 lines, 41s
+        "tests/test_fetch_limits.py",  # 1 lines, 42s
+        "tests/test_key_files.py",  # 1 lines, 44s
+        "tests/test_gotuf_client.py",  # 1 lines, 55s
+        "tests/test_update_roots.py",  # 1 lines, 55s
+        "tests/test_add_window.py",  # 1 lines, 57s
+        "tests/test_errors.py",  # 1 lines, 57s
+        "tests/test_verify.py",  # 1 lines, 59s
+        "tests/test_non_utc.py",  # 1 lines, 64s
+        "tests/test_fetch.py",  # 1 lines, 68s
+        "tests/test_repo_client.py",  # 1 lines, 104s
+        "tests/test_local_attacks.py",  # 1 lines, 112s
+        "tests/test_crash.py",  # 1 lines, 273s
     ),
     "packager/formats/pkg.py": (
-        "tests/test_pkg.py",  # 44 lines, 26s
+        "tests/test_pkg.py",  # 44 lines, 15s
+        "tests/test_format_guards.py",  # 36 lines, 64s
     ),
     "packager/layout.py": (
-        "tests/test_deb_writer.py",  # 39 lines, 14s
-        "tests/test_archive_targets.py",  # 40 lines, 18s
-        "tests/test_environment.py",  # 38 lines, 26s
-        "tests/test_pkg.py",  # 24 lines, 26s
-        "tests/test_linux_packages.py",  # 40 lines, 79s
-        "tests/test_msi.py",  # 23 lines, 48s
-        "tests/test_non_utc.py",  # 39 lines, 98s
-        "tests/test_local_attacks.py",  # 39 lines, 185s
+        "tests/test_deb_writer.py",  # 39 lines, 11s
+        "tests/test_environment.py",  # 38 lines, 18s
+        "tests/test_archive_targets.py",  # 40 lines, 21s
+        "tests/test_pkg.py",  # 24 lines, 15s
+        "tests/test_linux_packages.py",  # 40 lines, 41s
+        "tests/test_msi.py",  # 23 lines, 26s
+        "tests/test_format_guards.py",  # 47 lines, 64s
+        "tests/test_non_utc.py",  # 39 lines, 64s
+        "tests/test_local_attacks.py",  # 39 lines, 112s
     ),
     "packager/options.py": (
+        "tests/test_deb_writer.py",  # 73 lines, 11s
         "tests/test_version.py",  # 58 lines, 10s
-        "tests/test_deb_writer.py",  # 73 lines, 14s
-        "tests/test_archive_targets.py",  # 70 lines, 18s
+        "tests/test_pkg.py",  # 70 lines, 15s
+        "tests/test_environment.py",  # 70 lines, 18s
         "tests/test_env_file_property.py",  # 70 lines, 20s
-        "tests/test_environment.py",  # 70 lines, 26s
-        "tests/test_pkg.py",  # 70 lines, 26s
-        "tests/test_msi.py",  # 79 lines, 48s
+        "tests/test_archive_targets.py",  # 70 lines, 21s
+        "tests/test_msi.py",  # 79 lines, 26s
+        "tests/test_linux_packages.py",  # 88 lines, 41s
+        "tests/test_format_guards.py",  # 118 lines, 64s
         "tests/test_fetch_limits.py",  # 54 lines, 42s
-        "tests/test_linux_packages.py",  # 88 lines, 79s
-        "tests/test_non_utc.py",  # 70 lines, 98s
-        "tests/test_local_attacks.py",  # 73 lines, 185s
+        "tests/test_non_utc.py",  # 70 lines, 64s
+        "tests/test_local_attacks.py",  # 73 lines, 112s
     ),
     "packager/render.py": (
-        "tests/test_deb_writer.py",  # 11 lines, 14s
-        "tests/test_archive_targets.py",  # 11 lines, 18s
+        "tests/test_deb_writer.py",  # 11 lines, 11s
+        "tests/test_environment.py",  # 11 lines, 18s
+        "tests/test_pkg.py",  # 9 lines, 15s
         "tests/test_env_file_property.py",  # 11 lines, 20s
-        "tests/test_environment.py",  # 11 lines, 26s
-        "tests/test_pkg.py",  # 9 lines, 26s
-        "tests/test_linux_packages.py",  # 11 lines, 79s
-        "tests/test_non_utc.py",  # 11 lines, 98s
-        "tests/test_local_attacks.py",  # 11 lines, 185s
+        "tests/test_archive_targets.py",  # 11 lines, 21s
+        "tests/test_linux_packages.py",  # 11 lines, 41s
+        "tests/test_format_guards.py",  # 12 lines, 64s
+        "tests/test_non_utc.py",  # 11 lines, 64s
+        "tests/test_local_attacks.py",  # 11 lines, 112s
     ),
     "packager/repo/__init__.py": (),
     "packager/repo/durations.py": (
         "tests/test_version.py",  # 10 lines, 10s
-        "tests/test_deb_writer.py",  # 10 lines, 14s
-        "tests/test_fetch_cli.py",  # 10 lines, 17s
-        "tests/test_archive_targets.py",  # 10 lines, 18s
-        "tests/test_verify_download_dir.py",  # 10 lines, 24s
-        "tests/test_status.py",  # 22 lines, 54s
-        "tests/test_environment.py",  # 10 lines, 26s
-        "tests/test_pkg.py",  # 10 lines, 26s
+        "tests/test_deb_writer.py",  # 10 lines, 11s
+        "tests/test_pkg.py",  # 10 lines, 15s
+        "tests/test_status.py",  # 22 lines, 37s
+        "tests/test_environment.py",  # 10 lines, 18s
+        "tests/test_verify_download_dir.py",  # 10 lines, 18s
+        "tests/test_archive_targets.py",  # 10 lines, 21s
+        "tests/test_fetch_cli.py",  # 10 lines, 24s
+        "tests/test_msi.py",  # 10 lines, 26s
+        "tests/test_gotuf_fixture.py",  # 10 lines, 32s
         "tests/test_fetch_limits.py",  # 12 lines, 42s
-        "tests/test_gotuf_fixture.py",  # 10 lines, 37s
-        "tests/test_msi.py",  # 10 lines, 48s
-        "tests/test_non_utc.py",  # 18 lines, 98s
-        "tests/test_errors.py",  # 12 lines, 66s
-        "tests/test_add_window.py",  # 10 lines, 66s
-        "tests/test_gotuf_client.py",  # 10 lines, 67s
-        "tests/test_verify.py",  # 10 lines, 70s
-        "tests/test_update_roots.py",  # 10 lines, 79s
-        "tests/test_linux_packages.py",  # 10 lines, 79s
-        "tests/test_key_files.py",  # 10 lines, 82s
-        "tests/test_fetch.py",  # 10 lines, 99s
-        "tests/test_repo_client.py",  # 10 lines, 146s
-        "tests/test_local_attacks.py",  # 10 lines, 185s
-        "tests/test_crash.py",  # 10 lines, 364s
+        "tests/test_non_utc.py",  # 18 lines, 64s
+        "tests/test_linux_packages.py",  # 10 lines, 41s
+        "tests/test_key_files.py",  # 10 lines, 44s
+        "tests/test_errors.py",  # 12 lines, 57s
+        "tests/test_gotuf_client.py",  # 10 lines, 55s
+        "tests/test_update_roots.py",  # 10 lines, 55s
+        "tests/test_add_window.py",  # 10 lines, 57s
+        "tests/test_format_guards.py",  # 11 lines, 64s
+        "tests/test_verify.py",  # 10 lines, 59s
+        "tests/test_fetch.py",  # 10 lines, 68s
+        "tests/test_repo_client.py",  # 10 lines, 104s
+        "tests/test_local_attacks.py",  # 10 lines, 112s
+        "tests/test_crash.py",  # 10 lines, 273s
     ),
     "packager/repo/fsutil.py": (
         "tests/test_version.py",  # 56 lines, 10s
-        "tests/test_deb_writer.py",  # 58 lines, 14s
-        "tests/test_archive_targets.py",  # 73 lines, 18s
-        "tests/test_fetch_cli.py",  # 56 lines, 17s
-        "tests/test_pkg.py",  # 58 lines, 26s
-        "tests/test_verify_download_dir.py",  # 47 lines, 24s
-        "tests/test_environment.py",  # 41 lines, 26s
-        "tests/test_gotuf_fixture.py",  # 54 lines, 37s
+        "tests/test_deb_writer.py",  # 58 lines, 11s
+        "tests/test_pkg.py",  # 58 lines, 15s
+        "tests/test_archive_targets.py",  # 73 lines, 21s
+        "tests/test_verify_download_dir.py",  # 47 lines, 18s
+        "tests/test_fetch_cli.py",  # 56 lines, 24s
+        "tests/test_environment.py",  # 41 lines, 18s
+        "tests/test_msi.py",  # 58 lines, 26s
+        "tests/test_gotuf_fixture.py",  # 54 lines, 32s
+        "tests/test_linux_packages.py",  # 58 lines, 41s
         "tests/test_fetch_limits.py",  # 56 lines, 42s
-        "tests/test_msi.py",  # 58 lines, 48s
-        "tests/test_fetch_targets.py",  # 56 lines, 53s
-        "tests/test_gotuf_client.py",  # 54 lines, 67s
-        "tests/test_add_window.py",  # 53 lines, 66s
-        "tests/test_linux_packages.py",  # 58 lines, 79s
-        "tests/test_errors.py",  # 47 lines, 66s
-        "tests/test_verify.py",  # 47 lines, 70s
-        "tests/test_update_roots.py",  # 47 lines, 79s
-        "tests/test_status.py",  # 32 lines, 54s
-        "tests/test_non_utc.py",  # 58 lines, 98s
-        "tests/test_fetch.py",  # 56 lines, 99s
-        "tests/test_local_attacks.py",  # 93 lines, 185s
-        "tests/test_key_files.py",  # 32 lines, 82s
-        "tests/test_repo_client.py",  # 54 lines, 146s
-        "tests/test_crash.py",  # 57 lines, 364s
-        "tests/test_crash_points.py",  # 1 lines, 84s
+        "tests/test_fetch_targets.py",  # 56 lines, 45s
+        "tests/test_gotuf_client.py",  # 54 lines, 55s
+        "tests/test_add_window.py",  # 53 lines, 57s
+        "tests/test_format_guards.py",  # 58 lines, 64s
+        "tests/test_non_utc.py",  # 58 lines, 64s
+        "tests/test_status.py",  # 32 lines, 37s
+        "tests/test_update_roots.py",  # 47 lines, 55s
+        "tests/test_fetch.py",  # 56 lines, 68s
+        "tests/test_local_attacks.py",  # 93 lines, 112s
+        "tests/test_errors.py",  # 47 lines, 57s
+        "tests/test_verify.py",  # 47 lines, 59s
+        "tests/test_key_files.py",  # 32 lines, 44s
+        "tests/test_repo_client.py",  # 54 lines, 104s
+        "tests/test_crash.py",  # 57 lines, 273s
+        "tests/test_crash_points.py",  # 1 lines, 66s
     ),
     "packager/repo/keys.py": (
-        "tests/test_keys.py",  # 58 lines, 5s
+        "tests/test_keys.py",  # 58 lines, 3s
         "tests/test_version.py",  # 43 lines, 10s
-        "tests/test_fetch_cli.py",  # 61 lines, 17s
-        "tests/test_deb_writer.py",  # 43 lines, 14s
-        "tests/test_environment.py",  # 70 lines, 26s
-        "tests/test_verify_download_dir.py",  # 61 lines, 24s
-        "tests/test_archive_targets.py",  # 43 lines, 18s
-        "tests/test_gotuf_fixture.py",  # 69 lines, 37s
-        "tests/test_pkg.py",  # 43 lines, 26s
+        "tests/test_deb_writer.py",  # 43 lines, 11s
+        "tests/test_environment.py",  # 70 lines, 18s
+        "tests/test_verify_download_dir.py",  # 61 lines, 18s
+        "tests/test_pkg.py",  # 43 lines, 15s
+        "tests/test_fetch_cli.py",  # 61 lines, 24s
+        "tests/test_gotuf_fixture.py",  # 69 lines, 32s
+        "tests/test_archive_targets.py",  # 43 lines, 21s
+        "tests/test_key_files.py",  # 77 lines, 44s
+        "tests/test_status.py",  # 61 lines, 37s
+        "tests/test_msi.py",  # 43 lines, 26s
         "tests/test_fetch_limits.py",  # 61 lines, 42s
-        "tests/test_fetch_targets.py",  # 61 lines, 53s
-        "tests/test_status.py",  # 61 lines, 54s
-        "tests/test_errors.py",  # 71 lines, 66s
-        "tests/test_key_files.py",  # 77 lines, 82s
-        "tests/test_add_window.py",  # 61 lines, 66s
-        "tests/test_gotuf_client.py",  # 61 lines, 67s
-        "tests/test_msi.py",  # 43 lines, 48s
-        "tests/test_verify.py",  # 61 lines, 70s
-        "tests/test_update_roots.py",  # 61 lines, 79s
-        "tests/test_fetch.py",  # 61 lines, 99s
-        "tests/test_linux_packages.py",  # 43 lines, 79s
-        "tests/test_non_utc.py",  # 49 lines, 98s
-        "tests/test_crash_points.py",  # 40 lines, 84s
-        "tests/test_repo_client.py",  # 61 lines, 146s
-        "tests/test_local_attacks.py",  # 61 lines, 185s
-        "tests/test_crash.py",  # 61 lines, 364s
+        "tests/test_fetch_targets.py",  # 61 lines, 45s
+        "tests/test_errors.py",  # 71 lines, 57s
+        "tests/test_gotuf_client.py",  # 61 lines, 55s
+        "tests/test_update_roots.py",  # 61 lines, 55s
+        "tests/test_add_window.py",  # 61 lines, 57s
+        "tests/test_linux_packages.py",  # 43 lines, 41s
+        "tests/test_verify.py",  # 61 lines, 59s
+        "tests/test_fetch.py",  # 61 lines, 68s
+        "tests/test_non_utc.py",  # 49 lines, 64s
+        "tests/test_format_guards.py",  # 43 lines, 64s
+        "tests/test_crash_points.py",  # 40 lines, 66s
+        "tests/test_repo_client.py",  # 61 lines, 104s
+        "tests/test_local_attacks.py",  # 61 lines, 112s
+        "tests/test_crash.py",  # 61 lines, 273s
     ),
     "packager/repo/metadata.py": (
         "tests/test_version.py",  # 22 lines, 10s
-        "tests/test_deb_writer.py",  # 22 lines, 14s
-        "tests/test_fetch_cli.py",  # 21 lines, 17s
-        "tests/test_archive_targets.py",  # 22 lines, 18s
-        "tests/test_verify_download_dir.py",  # 21 lines, 24s
-        "tests/test_environment.py",  # 22 lines, 26s
-        "tests/test_pkg.py",  # 22 lines, 26s
-        "tests/test_keys.py",  # 3 lines, 5s
-        "tests/test_gotuf_fixture.py",  # 22 lines, 37s
+        "tests/test_deb_writer.py",  # 22 lines, 11s
+        "tests/test_pkg.py",  # 22 lines, 15s
+        "tests/test_environment.py",  # 22 lines, 18s
+        "tests/test_verify_download_dir.py",  # 21 lines, 18s
+        "tests/test_archive_targets.py",  # 22 lines, 21s
+        "tests/test_fetch_cli.py",  # 21 lines, 24s
+        "tests/test_keys.py",  # 3 lines, 3s
+        "tests/test_msi.py",  # 22 lines, 26s
+        "tests/test_status.py",  # 27 lines, 37s
+        "tests/test_gotuf_fixture.py",  # 22 lines, 32s
+        "tests/test_linux_packages.py",  # 22 lines, 41s
         "tests/test_fetch_limits.py",  # 21 lines, 42s
-        "tests/test_status.py",  # 27 lines, 54s
-        "tests/test_msi.py",  # 22 lines, 48s
-        "tests/test_fetch_targets.py",  # 21 lines, 53s
-        "tests/test_errors.py",  # 23 lines, 66s
-        "tests/test_gotuf_client.py",  # 22 lines, 67s
-        "tests/test_add_window.py",  # 21 lines, 66s
-        "tests/test_verify.py",  # 22 lines, 70s
-        "tests/test_linux_packages.py",  # 22 lines, 79s
-        "tests/test_non_utc.py",  # 27 lines, 98s
-        "tests/test_update_roots.py",  # 21 lines, 79s
-        "tests/test_key_files.py",  # 21 lines, 82s
-        "tests/test_fetch.py",  # 23 lines, 99s
-        "tests/test_repo_client.py",  # 22 lines, 146s
-        "tests/test_local_attacks.py",  # 21 lines, 185s
-        "tests/test_crash.py",  # 22 lines, 364s
-        "tests/test_crash_points.py",  # 3 lines, 84s
+        "tests/test_key_files.py",  # 21 lines, 44s
+        "tests/test_fetch_targets.py",  # 21 lines, 45s
+        "tests/test_non_utc.py",  # 27 lines, 64s
+        "tests/test_errors.py",  # 23 lines, 57s
+        "tests/test_gotuf_client.py",  # 22 lines, 55s
+        "tests/test_update_roots.py",  # 21 lines, 55s
+        "tests/test_verify.py",  # 22 lines, 59s
+        "tests/test_add_window.py",  # 21 lines, 57s
+        "tests/test_format_guards.py",  # 22 lines, 64s
+        "tests/test_fetch.py",  # 23 lines, 68s
+        "tests/test_repo_client.py",  # 22 lines, 104s
+        "tests/test_local_attacks.py",  # 21 lines, 112s
+        "tests/test_crash.py",  # 22 lines, 273s
+        "tests/test_crash_points.py",  # 3 lines, 66s
     ),
     "packager/repo/naming.py": (
         "tests/test_version.py",  # 14 lines, 10s
-        "tests/test_fetch_cli.py",  # 14 lines, 17s
-        "tests/test_archive_targets.py",  # 12 lines, 18s
-        "tests/test_verify_download_dir.py",  # 14 lines, 24s
-        "tests/test_gotuf_fixture.py",  # 19 lines, 37s
+        "tests/test_verify_download_dir.py",  # 14 lines, 18s
+        "tests/test_gotuf_fixture.py",  # 19 lines, 32s
+        "tests/test_fetch_cli.py",  # 14 lines, 24s
+        "tests/test_archive_targets.py",  # 12 lines, 21s
+        "tests/test_deb_writer.py",  # 4 lines, 11s
+        "tests/test_errors.py",  # 21 lines, 57s
+        "tests/test_gotuf_client.py",  # 20 lines, 55s
+        "tests/test_fetch_targets.py",  # 16 lines, 45s
         "tests/test_fetch_limits.py",  # 14 lines, 42s
-        "tests/test_errors.py",  # 21 lines, 66s
-        "tests/test_fetch_targets.py",  # 16 lines, 53s
-        "tests/test_gotuf_client.py",  # 20 lines, 67s
-        "tests/test_deb_writer.py",  # 4 lines, 14s
-        "tests/test_verify.py",  # 15 lines, 70s
-        "tests/test_add_window.py",  # 14 lines, 66s
+        "tests/test_key_files.py",  # 14 lines, 44s
+        "tests/test_pkg.py",  # 4 lines, 15s
+        "tests/test_update_roots.py",  # 14 lines, 55s
+        "tests/test_verify.py",  # 15 lines, 59s
+        "tests/test_add_window.py",  # 14 lines, 57s
+        "tests/test_repo_client.py",  # 24 lines, 104s
+        "tests/test_environment.py",  # 4 lines, 18s
+        "tests/test_fetch.py",  # 14 lines, 68s
         "tests/test_env_file_property.py",  # 4 lines, 20s
-        "tests/test_update_roots.py",  # 14 lines, 79s
-        "tests/test_key_files.py",  # 14 lines, 82s
-        "tests/test_repo_client.py",  # 24 lines, 146s
-        "tests/test_environment.py",  # 4 lines, 26s
-        "tests/test_pkg.py",  # 4 lines, 26s
-        "tests/test_fetch.py",  # 14 lines, 99s
-        "tests/test_msi.py",  # 4 lines, 48s
-        "tests/test_local_attacks.py",  # 14 lines, 185s
-        "tests/test_linux_packages.py",  # 4 lines, 79s
-        "tests/test_non_utc.py",  # 4 lines, 98s
-        "tests/test_crash.py",  # 14 lines, 364s
+        "tests/test_msi.py",  # 4 lines, 26s
+        "tests/test_local_attacks.py",  # 14 lines, 112s
+        "tests/test_linux_packages.py",  # 4 lines, 41s
+        "tests/test_format_guards.py",  # 4 lines, 64s
+        "tests/test_non_utc.py",  # 4 lines, 64s
+        "tests/test_crash.py",  # 14 lines, 273s
     ),
     "packager/repo/passphrase.py": (
+        "tests/test_environment.py",  # 32 lines, 18s
         "tests/test_version.py",  # 14 lines, 10s
-        "tests/test_environment.py",  # 32 lines, 26s
-        "tests/test_deb_writer.py",  # 14 lines, 14s
-        "tests/test_fetch_cli.py",  # 15 lines, 17s
-        "tests/test_archive_targets.py",  # 15 lines, 18s
-        "tests/test_verify_download_dir.py",  # 15 lines, 24s
-        "tests/test_errors.py",  # 35 lines, 66s
-        "tests/test_pkg.py",  # 14 lines, 26s
-        "tests/test_gotuf_fixture.py",  # 15 lines, 37s
+        "tests/test_deb_writer.py",  # 14 lines, 11s
+        "tests/test_pkg.py",  # 14 lines, 15s
+        "tests/test_verify_download_dir.py",  # 15 lines, 18s
+        "tests/test_archive_targets.py",  # 15 lines, 21s
+        "tests/test_fetch_cli.py",  # 15 lines, 24s
+        "tests/test_errors.py",  # 35 lines, 57s
+        "tests/test_msi.py",  # 14 lines, 26s
+        "tests/test_gotuf_fixture.py",  # 15 lines, 32s
+        "tests/test_status.py",  # 15 lines, 37s
         "tests/test_fetch_limits.py",  # 15 lines, 42s
-        "tests/test_msi.py",  # 14 lines, 48s
-        "tests/test_fetch_targets.py",  # 15 lines, 53s
-        "tests/test_status.py",  # 15 lines, 54s
-        "tests/test_gotuf_client.py",  # 15 lines, 67s
-        "tests/test_verify.py",  # 15 lines, 70s
-        "tests/test_add_window.py",  # 14 lines, 66s
-        "tests/test_update_roots.py",  # 15 lines, 79s
-        "tests/test_key_files.py",  # 15 lines, 82s
-        "tests/test_linux_packages.py",  # 14 lines, 79s
-        "tests/test_fetch.py",  # 15 lines, 99s
-        "tests/test_non_utc.py",  # 14 lines, 98s
-        "tests/test_repo_client.py",  # 15 lines, 146s
-        "tests/test_local_attacks.py",  # 15 lines, 185s
-        "tests/test_crash.py",  # 15 lines, 364s
+        "tests/test_linux_packages.py",  # 14 lines, 41s
+        "tests/test_key_files.py",  # 15 lines, 44s
+        "tests/test_fetch_targets.py",  # 15 lines, 45s
+        "tests/test_gotuf_client.py",  # 15 lines, 55s
+        "tests/test_update_roots.py",  # 15 lines, 55s
+        "tests/test_verify.py",  # 15 lines, 59s
+        "tests/test_add_window.py",  # 14 lines, 57s
+        "tests/test_fetch.py",  # 15 lines, 68s
+        "tests/test_format_guards.py",  # 14 lines, 64s
+        "tests/test_non_utc.py",  # 14 lines, 64s
+        "tests/test_repo_client.py",  # 15 lines, 104s
+        "tests/test_local_attacks.py",  # 15 lines, 112s
+        "tests/test_crash.py",  # 15 lines, 273s
     ),
     "packager/repo/repository.py": (
         "tests/test_version.py",  # 158 lines, 10s
-        "tests/test_fetch_cli.py",  # 164 lines, 17s
-        "tests/test_archive_targets.py",  # 158 lines, 18s
-        "tests/test_verify_download_dir.py",  # 164 lines, 24s
-        "tests/test_gotuf_fixture.py",  # 232 lines, 37s
-        "tests/test_environment.py",  # 148 lines, 26s
-        "tests/test_deb_writer.py",  # 74 lines, 14s
+        "tests/test_verify_download_dir.py",  # 164 lines, 18s
+        "tests/test_environment.py",  # 152 lines, 18s
+        "tests/test_deb_writer.py",  # 81 lines, 11s
+        "tests/test_archive_targets.py",  # 158 lines, 21s
+        "tests/test_gotuf_fixture.py",  # 229 lines, 32s
+        "tests/test_fetch_cli.py",  # 164 lines, 24s
+        "tests/test_pkg.py",  # 81 lines, 15s
+        "tests/test_status.py",  # 188 lines, 37s
+        "tests/test_gotuf_client.py",  # 257 lines, 55s
+        "tests/test_key_files.py",  # 179 lines, 44s
         "tests/test_fetch_limits.py",  # 164 lines, 42s
-        "tests/test_gotuf_client.py",  # 262 lines, 67s
-        "tests/test_status.py",  # 186 lines, 54s
-        "tests/test_fetch_targets.py",  # 164 lines, 53s
-        "tests/test_errors.py",  # 199 lines, 66s
-        "tests/test_add_window.py",  # 186 lines, 66s
-        "tests/test_pkg.py",  # 74 lines, 26s
-        "tests/test_verify.py",  # 184 lines, 70s
-        "tests/test_fetch.py",  # 219 lines, 99s
-        "tests/test_key_files.py",  # 178 lines, 82s
-        "tests/test_update_roots.py",  # 164 lines, 79s
-        "tests/test_repo_client.py",  # 270 lines, 146s
-        "tests/test_msi.py",  # 74 lines, 48s
-        "tests/test_linux_packages.py",  # 74 lines, 79s
-        "tests/test_local_attacks.py",  # 164 lines, 185s
-        "tests/test_non_utc.py",  # 77 lines, 98s
-        "tests/test_crash.py",  # 241 lines, 364s
+        "tests/test_fetch_targets.py",  # 164 lines, 45s
+        "tests/test_errors.py",  # 199 lines, 57s
+        "tests/test_add_window.py",  # 183 lines, 57s
+        "tests/test_fetch.py",  # 217 lines, 68s
+        "tests/test_verify.py",  # 184 lines, 59s
+        "tests/test_msi.py",  # 81 lines, 26s
+        "tests/test_update_roots.py",  # 164 lines, 55s
+        "tests/test_repo_client.py",  # 264 lines, 104s
+        "tests/test_linux_packages.py",  # 81 lines, 41s
+        "tests/test_local_attacks.py",  # 164 lines, 112s
+        "tests/test_non_utc.py",  # 84 lines, 64s
+        "tests/test_format_guards.py",  # 81 lines, 64s
+        "tests/test_crash.py",  # 236 lines, 273s
     ),
     "packager/repo/status.py": (
-        "tests/test_status.py",  # 33 lines, 54s
-        "tests/test_non_utc.py",  # 29 lines, 98s
+        "tests/test_status.py",  # 33 lines, 37s
+        "tests/test_non_utc.py",  # 29 lines, 64s
     ),
     "packager/repo/transaction.py": (
         "tests/test_version.py",  # 66 lines, 10s
-        "tests/test_deb_writer.py",  # 66 lines, 14s
-        "tests/test_fetch_cli.py",  # 71 lines, 17s
-        "tests/test_archive_targets.py",  # 66 lines, 18s
-        "tests/test_verify_download_dir.py",  # 71 lines, 24s
-        "tests/test_environment.py",  # 71 lines, 26s
-        "tests/test_pkg.py",  # 66 lines, 26s
-        "tests/test_gotuf_fixture.py",  # 77 lines, 37s
+        "tests/test_deb_writer.py",  # 66 lines, 11s
+        "tests/test_pkg.py",  # 66 lines, 15s
+        "tests/test_environment.py",  # 71 lines, 18s
+        "tests/test_verify_download_dir.py",  # 71 lines, 18s
+        "tests/test_archive_targets.py",  # 66 lines, 21s
+        "tests/test_fetch_cli.py",  # 71 lines, 24s
+        "tests/test_msi.py",  # 66 lines, 26s
+        "tests/test_gotuf_fixture.py",  # 77 lines, 32s
+        "tests/test_status.py",  # 72 lines, 37s
         "tests/test_fetch_limits.py",  # 71 lines, 42s
-        "tests/test_msi.py",  # 66 lines, 48s
-        "tests/test_status.py",  # 72 lines, 54s
-        "tests/test_fetch_targets.py",  # 71 lines, 53s
-        "tests/test_add_window.py",  # 76 lines, 66s
-        "tests/test_gotuf_client.py",  # 77 lines, 67s
-        "tests/test_errors.py",  # 71 lines, 66s
-        "tests/test_verify.py",  # 71 lines, 70s
-        "tests/test_update_roots.py",  # 71 lines, 79s
-        "tests/test_key_files.py",  # 72 lines, 82s
-        "tests/test_linux_packages.py",  # 66 lines, 79s
-        "tests/test_fetch.py",  # 72 lines, 99s
-        "tests/test_non_utc.py",  # 66 lines, 98s
-        "tests/test_repo_client.py",  # 77 lines, 146s
-        "tests/test_local_attacks.py",  # 71 lines, 185s
-        "tests/test_crash.py",  # 106 lines, 364s
+        "tests/test_linux_packages.py",  # 66 lines, 41s
+        "tests/test_key_files.py",  # 72 lines, 44s
+        "tests/test_fetch_targets.py",  # 71 lines, 45s
+        "tests/test_gotuf_client.py",  # 77 lines, 55s
+        "tests/test_add_window.py",  # 76 lines, 57s
+        "tests/test_update_roots.py",  # 71 lines, 55s
+        "tests/test_errors.py",  # 71 lines, 57s
+        "tests/test_verify.py",  # 71 lines, 59s
+        "tests/test_fetch.py",  # 72 lines, 68s
+        "tests/test_format_guards.py",  # 66 lines, 64s
+        "tests/test_non_utc.py",  # 66 lines, 64s
+        "tests/test_repo_client.py",  # 77 lines, 104s
+        "tests/test_local_attacks.py",  # 71 lines, 112s
+        "tests/test_crash.py",  # 105 lines, 273s
     ),
     "packager/writers/__init__.py": (),
     "packager/writers/bom.py": (
-        "tests/test_pkg.py",  # 73 lines, 26s
+        "tests/test_pkg.py",  # 73 lines, 15s
+        "tests/test_format_guards.py",  # 66 lines, 64s
     ),
     "packager/writers/cab.py": (
-        "tests/test_cab_writer.py",  # 82 lines, 7s
-        "tests/test_msi.py",  # 75 lines, 48s
+        "tests/test_cab_writer.py",  # 82 lines, 5s
+        "tests/test_msi.py",  # 75 lines, 26s
+        "tests/test_format_guards.py",  # 75 lines, 64s
     ),
     "packager/writers/cfb.py": (
         "tests/test_cfb_writer.py",  # 131 lines, 7s
-        "tests/test_msi.py",  # 122 lines, 48s
+        "tests/test_msi.py",  # 122 lines, 26s
+        "tests/test_format_guards.py",  # 122 lines, 64s
     ),
     "packager/writers/cksum.py": (
-        "tests/test_pkg.py",  # 13 lines, 26s
+        "tests/test_pkg.py",  # 13 lines, 15s
+        "tests/test_format_guards.py",  # 13 lines, 64s
     ),
     "packager/writers/cpio.py": (
-        "tests/test_pkg.py",  # 40 lines, 26s
+        "tests/test_pkg.py",  # 40 lines, 15s
+        "tests/test_format_guards.py",  # 40 lines, 64s
     ),
     "packager/writers/deb.py": (
-        "tests/test_deb_writer.py",  # 103 lines, 14s
-        "tests/test_archive_targets.py",  # 91 lines, 18s
-        "tests/test_environment.py",  # 73 lines, 26s
-        "tests/test_linux_packages.py",  # 91 lines, 79s
-        "tests/test_non_utc.py",  # 90 lines, 98s
-        "tests/test_local_attacks.py",  # 92 lines, 185s
+        "tests/test_deb_writer.py",  # 103 lines, 11s
+        "tests/test_archive_targets.py",  # 91 lines, 21s
+        "tests/test_environment.py",  # 73 lines, 18s
+        "tests/test_linux_packages.py",  # 90 lines, 41s
+        "tests/test_format_guards.py",  # 91 lines, 64s
+        "tests/test_non_utc.py",  # 90 lines, 64s
+        "tests/test_local_attacks.py",  # 92 lines, 112s
     ),
     "packager/writers/msidb.py": (
-        "tests/test_msi.py",  # 156 lines, 48s
+        "tests/test_msi.py",  # 156 lines, 26s
+        "tests/test_format_guards.py",  # 152 lines, 64s
     ),
     "packager/writers/xar.py": (
-        "tests/test_pkg.py",  # 72 lines, 26s
+        "tests/test_pkg.py",  # 72 lines, 15s
+        "tests/test_format_guards.py",  # 72 lines, 64s
     ),
     "templates/__init__.py": (),
 }
@@ -640,5 +688,7 @@ _reviewed()
 # Test files deliberately in no entry (checked by `python -m mutate`, which names any other).
 UNMAPPED_ON_PURPOSE = frozenset({"tests/test_mutate_harness.py"})
 
-# Mutants per file in a default run (`make mutate`), sampled by seed; 0 runs them all.
-DEFAULT_CAP = 0
+# A default run (`make mutate`): mutants per file, sampled by seed (0: all of them), and tests
+# per mutant, sharpest first (0: every selected test).
+DEFAULT_CAP = 6
+DEFAULT_MAX_TESTS = 25
