@@ -44,7 +44,10 @@ FLEET_URL = "https://f.example.com"
 # Through msiexec: spaces, quotes, |, brackets, %, shell characters and non-ASCII. No double
 # quote: Wine's msiexec.exe cannot pass one (see tests/wine.py); QUOTE_CANARY goes through
 # MsiInstallProductW as Windows' msiexec would pass FLEET_SECRET="s3cr|t ""q"" ü€".
-CANARY = "s3cr|t 'q' ü€ [z] {w} %PATH% ^&<>"
+# On msiexec's command line: no spaces, since Wine 10's msiexec (Debian 13) answers 1639 to a
+# property argument with spaces (Wine 8 accepts it); values with spaces and quotes go through
+# MsiInstallProductW in test_secret_with_double_quote_through_msi_api.
+CANARY = "s3cr|t'q'ü€[z]{w}%PATH%^&<>"
 QUOTE_CANARY = 's3cr|t "q" ü€'
 BUILD_SECRET = "build-time-secret-v1"
 UTF8_SECRET = "süper-€-secret"
