@@ -48,7 +48,7 @@ def _sha(path: Path) -> str:
 
 def _run_one(
     test: str, tree: Path, work: Path, coverage_path: str
-) -> tuple[str, dict[str, dict[str, list[str]]], float, dict[str, float]]:
+) -> tuple[str, dict[str, dict[str, list[str]]], float, dict[str, object]]:
     out = work / Path(test).stem
     out.mkdir(parents=True, exist_ok=True)
     rc = out / "coveragerc"
@@ -83,7 +83,7 @@ def _run_one(
             capture_output=True,
             check=False,
         )
-    durations: dict[str, float] = {}
+    durations: dict[str, object] = {}
     with contextlib.suppress(OSError, ValueError):
         durations = json.loads((out / "durations.json").read_text(encoding="utf-8"))
     lines: dict[str, dict[str, list[str]]] = {}
@@ -102,25 +102,39 @@ def _run_one(
     return test, lines, elapsed, durations
 
 
-def _compact(test: str, lines: dict[str, dict[str, list[str]]]) -> dict[str, object]:
-    """``nodes``: the test ids seen; ``lines``: module -> line -> indices into ``nodes``, where
-    -1 stands for no test at all (collection, imports)."""
+def _compact(
+    test: str, lines: dict[str, dict[str, list[str]]], shared: dict[str, list[str]]
+) -> dict[str, object]:
+    """``nodes``: test ids; ``lines``: module -> line -> indices into ``nodes``, where -1 stands
+    for no test at all (collection, imports). A line run while setting up or tearing down a test
+    counts for every test of the file sharing a non-function fixture with it (covplugin)."""
     nodes: list[str] = []
     index: dict[str, int] = {}
+
+    def idx(nodeid: str) -> int:
+        if nodeid not in index:
+            index[nodeid] = len(nodes)
+            nodes.append(nodeid)
+        return index[nodeid]
+
+    users: dict[str, set[str]] = {}
+    for nodeid, fixtures in shared.items():
+        for name in fixtures:
+            users.setdefault(name, set()).add(nodeid)
     out: dict[str, dict[str, list[int]]] = {}
     for module, per_line in lines.items():
         rows: dict[str, list[int]] = {}
         for line, contexts in per_line.items():
             found: set[int] = set()
             for ctx in contexts:
-                nodeid, _, _phase = ctx.rpartition("|")
+                nodeid, _, phase = ctx.rpartition("|")
                 if not nodeid.startswith(test + "::"):
                     found.add(-1)  # outside any test: collection, imports
                     continue
-                if nodeid not in index:
-                    index[nodeid] = len(nodes)
-                    nodes.append(nodeid)
-                found.add(index[nodeid])
+                found.add(idx(nodeid))
+                if phase != "call":
+                    for name in shared.get(nodeid, []):
+                        found.update(idx(n) for n in sorted(users.get(name, ())))
             rows[line] = sorted(found)
         out[module] = rows
     return {"nodes": nodes, "lines": out}
@@ -194,8 +208,10 @@ def main(argv: list[str] | None = None) -> int:
             )
         in_scope = scope_files(tree, config.groups)
         measured = {m: _sha(tree / m) for m in in_scope if m.endswith(".py")}
-        for test, lines, elapsed, durations in results:
-            compact = _compact(test, {m: c for m, c in lines.items() if m in measured})
+        for test, lines, elapsed, recorded in results:
+            durations = cast("dict[str, float]", recorded.get("durations", {}))
+            shared = cast("dict[str, list[str]]", recorded.get("shared", {}))
+            compact = _compact(test, {m: c for m, c in lines.items() if m in measured}, shared)
             nodes = cast("list[str]", compact["nodes"])
             stored[test] = {
                 "sha": _sha(tree / test),

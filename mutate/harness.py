@@ -13,9 +13,10 @@ otherwise run the stale .pyc).
 Which tests: the reviewed map (``mutate/testmap.py``) names the test files for each source
 file. When ``.mutate-cache/coverage.json`` (``python -m mutate.derive_map``) holds an exact
 measurement of a mapped test file against this version of the source file, only the tests that
-executed the mutated lines run -- single tests where a line ran inside a test, the whole file
-where it ran while a fixture was set up (a module or session fixture runs once, for whichever
-test comes first) -- and a mutant no mapped test executes is a survivor without any run
+executed the mutated lines run: single tests where a line ran inside a test; for a line run
+while setting up a module, class or session fixture, every test of the file sharing that
+fixture (they all depend on what it built); the whole file where a line ran outside any test
+(imports while collecting). A mutant no mapped test executes is a survivor without any run
 (``uncovered``). ``--no-coverage`` runs every mapped file for every mutant.
 
 Outcomes: ``killed`` (a test failed or errored, collection included), ``timeout`` (a test or the
@@ -55,7 +56,7 @@ from typing import cast
 from mutate import testmap
 from mutate.operators import Mutant, mutants_for
 
-HARNESS_VERSION = "2"
+HARNESS_VERSION = "3"  # 3: fixture set-up stands for every test sharing the fixture
 _COPY_IGNORE = shutil.ignore_patterns(
     ".git",
     ".venv",
@@ -990,6 +991,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.config:
             for t in _unmapped_tests(config, snapshot.dir):
                 print(f"note: {t} is in no entry of mutate/testmap.py", file=sys.stderr)
+        stale = sorted(
+            {(p.path, t) for p in plans if p.mutants and p.path.endswith(".py") for t in p.tests}
+            - {(p.path, t) for p in plans for t in p.coverage}
+        )
+        if coverage and stale:
+            print(
+                f"note: coverage.json is out of date for {len(stale)} (module, test file) pairs: "
+                "those test files run whole (python -m mutate.derive_map measures them again)",
+                file=sys.stderr,
+            )
         runner = Runner(
             config,
             snapshot,
