@@ -145,17 +145,51 @@ class Plan:
 
     # line -> first line of the innermost statement holding it (coverage's unit)
     statement_of: dict[int, int] = field(default_factory=dict)
+    # every statement's full extent (first, last line), body included
+    spans: list[tuple[int, int]] = field(default_factory=list)
+
+    def _units(self, lines: Sequence[int]) -> list[int]:
+        return sorted({self.statement_of.get(n, n) for n in lines})
 
     def tests_for(self, mutant: Mutant) -> list[str]:
-        """pytest arguments (files or test ids) for ``mutant``, in map order."""
-        lines: Sequence[int] = self.proxy_lines or sorted(
-            {self.statement_of.get(n, n) for n in mutant.lines}
-        )
-        out: list[str] = []
+        """pytest arguments (files or test ids) for ``mutant``, sharpest first (see _score)."""
+        lines = self.proxy_lines or self._units(mutant.lines)
+        found: list[str] = []
         for t in self.tests:
             sel = self.coverage.get(t)
-            out += [t] if sel is None else sel.for_lines(t, lines)
-        return out
+            found += [t] if sel is None else sel.for_lines(t, lines)
+        score = self._score(mutant)
+        index = {a: i for i, a in enumerate(found)}
+        return sorted(found, key=lambda a: (-score.get(a, 0.0), index[a]))
+
+    def _score(self, mutant: Mutant) -> dict[str, float]:
+        """How specifically each test ran the code around the mutant.
+
+        The neighbourhood is the innermost statement holding the mutant, body included (an
+        ``if`` and the ``raise`` under it). Each of its lines a test ran adds 1/(how many tests
+        ran that line): a test that takes the rare branch next to the mutant -- the one that
+        makes a guard fire -- comes before the hundred that merely pass through it.
+        """
+        if self.proxy_lines:
+            return {}
+        first, last = mutant.line, max(mutant.line, mutant.end_line)
+        inner = [(a, b) for a, b in self.spans if a <= first and last <= b]
+        if inner:
+            first, last = max(inner)  # the latest start is the innermost
+        units = self._units(range(first, last + 1))
+        runs: dict[int, list[str]] = {}
+        for t in self.tests:
+            sel = self.coverage.get(t)
+            if sel is None:
+                continue
+            for u in units:
+                for i in sel.lines.get(str(u), []):
+                    runs.setdefault(u, []).append(t if i < 0 else sel.nodes[i])
+        score: dict[str, float] = {}
+        for tests in runs.values():
+            for a in set(tests):
+                score[a] = score.get(a, 0.0) + 1.0 / len(set(tests))
+        return score
 
     def expected_seconds(self, args: Sequence[str]) -> float:
         """What ``args`` took under coverage (an unmeasured file counts ten minutes)."""
@@ -428,13 +462,16 @@ class Runner:
             print(text, file=sys.stderr, flush=True)
 
     def _ordered(self, plan: Plan, mutant: Mutant) -> list[str]:
-        """The mutant's tests, files that killed this module's mutants before first."""
+        """The mutant's tests, sharpest first; among equals, files that killed this module's
+        mutants before."""
         with self._lock:
             kills = dict(self._kills.get(plan.path, {}))
         args = plan.tests_for(mutant)
-        index = {t: i for i, t in enumerate(plan.tests)}
+        score = plan._score(mutant)
+        index = {a: i for i, a in enumerate(args)}
         return sorted(
-            args, key=lambda a: (-kills.get(a.split("::")[0], 0), index.get(a.split("::")[0], 0))
+            args,
+            key=lambda a: (-round(score.get(a, 0.0), 6), -kills.get(a.split("::")[0], 0), index[a]),
         )
 
     def _credit(self, plan: Plan, nodeid: str) -> None:
@@ -577,6 +614,14 @@ class Runner:
 
 
 # -- planning -------------------------------------------------------------------------------------
+def statement_spans(source: bytes) -> list[tuple[int, int]]:
+    return sorted(
+        (n.lineno, n.end_lineno or n.lineno)
+        for n in ast.walk(ast.parse(source))
+        if isinstance(n, ast.stmt)
+    )
+
+
 def statement_lines(source: bytes) -> dict[int, int]:
     """Each line of a Python file -> the first line of the innermost statement spanning it.
 
@@ -668,6 +713,7 @@ def plan_mutants(
                 coverage=selections,
                 proxy_lines=proxy_lines,
                 statement_of=statement_lines(data) if path.endswith(".py") else {},
+                spans=statement_spans(data) if path.endswith(".py") else [],
             )
         )
     if limit > 0:  # a quick run: the first ``limit`` mutants, round-robin over the files

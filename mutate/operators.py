@@ -24,15 +24,17 @@ Operators (the names printed in reports and used in ``equivalent.txt``):
 ``return``       ``return True`` <-> ``return False``; ``return <expr>`` -> ``return None``
 ``swap``         two adjacent statements of a function body exchanged (publication order,
                  fsync before rename, backup before replace); pairs where the second reads a
-                 name the first binds, or where neither calls anything, are not generated
+                 name the first binds, where neither calls anything, or where one is a nested
+                 ``def``/``class`` (it only binds a name) are not generated
 ``order``        a ``for`` loop over a literal sequence reversed, and a loop that renames or
                  replaces files (``os.replace``, ``.rename``, ``move_into_place``) run backwards
 ``line-drop``    (templates) one line of a shell/XML/unit template removed; Jinja control lines,
                  blank lines and comments are kept
 
 Not mutated: docstrings, annotations, decorators, f-string internals, ``if TYPE_CHECKING``
-blocks, ``__all__``, module-level UPPER_CASE integer limits of 100 or more (a tunable bound; its
-off-by-one shows where it is compared, as a ``compare`` mutant), and any line that carries
+blocks, ``__all__``, module-level UPPER_CASE integers of 100 or more, literal or computed from
+literals only (``CHUNK = 1024 * 1024``: a tunable size or bound; an off-by-one at a bound shows
+where it is compared, as a ``compare`` mutant), and any line that carries
 ``# pragma: no mutate``.
 """
 
@@ -189,6 +191,30 @@ def _is_type_checking(test: ast.expr) -> bool:
     )
 
 
+def _int_value(node: ast.expr) -> int | None:
+    """The value of an expression of integer constants only (``64 * 1024``), else None."""
+    if isinstance(node, ast.Constant):
+        return node.value if type(node.value) is int else None
+    if isinstance(node, ast.BinOp) and isinstance(
+        node.op, (ast.Add, ast.Sub, ast.Mult, ast.LShift, ast.Pow)
+    ):
+        left, right = _int_value(node.left), _int_value(node.right)
+        if left is None or right is None:
+            return None
+        if isinstance(node.op, (ast.LShift, ast.Pow)) and not 0 <= right <= 64:
+            return None
+        if isinstance(node.op, ast.Add):
+            return left + right
+        if isinstance(node.op, ast.Sub):
+            return left - right
+        if isinstance(node.op, ast.Mult):
+            return left * right
+        if isinstance(node.op, ast.LShift):
+            return left << right
+        return int(left**right)
+    return None
+
+
 def _widen_mode(value: int) -> int | None:
     if not 0 <= value <= 0o7777:
         return None
@@ -297,13 +323,15 @@ class _Generator:
                 self._mark_skipped(node)
         if tree.body and _is_docstring(tree.body[0]):
             self._mark_skipped(tree.body[0])
-        # Module-level tunable limits: NAME = <int >= 100>.
+        # Module-level tunable sizes and limits: NAME = <int, or ints only, >= 100>
+        # (CHUNK = 1024 * 1024): one more or less is the same program.
         for stmt in tree.body:
+            if not isinstance(stmt, (ast.Assign, ast.AnnAssign)) or stmt.value is None:
+                continue
+            value = _int_value(stmt.value)
             if (
-                isinstance(stmt, (ast.Assign, ast.AnnAssign))
-                and isinstance(stmt.value, ast.Constant)
-                and type(stmt.value.value) is int
-                and abs(stmt.value.value) >= 100
+                value is not None
+                and abs(value) >= 100
                 and not _OCTAL.fullmatch(self.src.text(stmt.value))
             ):
                 targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
@@ -382,7 +410,19 @@ class _Generator:
     def _swap(self, first: ast.stmt, second: ast.stmt) -> None:
         for s in (first, second):
             if _is_docstring(s) or isinstance(
-                s, (ast.Pass, ast.Import, ast.ImportFrom, ast.Global, ast.Nonlocal)
+                s,
+                (
+                    ast.Pass,
+                    ast.Import,
+                    ast.ImportFrom,
+                    ast.Global,
+                    ast.Nonlocal,
+                    # a nested def or class only binds a name: moving it past an independent
+                    # statement changes nothing, past a dependent one it is a NameError
+                    ast.FunctionDef,
+                    ast.AsyncFunctionDef,
+                    ast.ClassDef,
+                ),
             ):
                 return
         if isinstance(second, (ast.Return, ast.Raise, ast.Continue, ast.Break)):

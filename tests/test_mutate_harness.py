@@ -12,10 +12,21 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import cast
 
 import pytest
 
-from mutate.harness import Snapshot, Workspace, config_from_file, main
+from mutate.derive_map import _compact
+from mutate.harness import (
+    Plan,
+    Selection,
+    Snapshot,
+    Workspace,
+    config_from_file,
+    main,
+    statement_lines,
+    statement_spans,
+)
 from mutate.operators import python_mutants
 
 TOY = '''def is_big(x: int) -> bool:
@@ -122,3 +133,57 @@ def test_mutated_module_never_loads_stale_byte_code(tmp_path: Path) -> None:
         assert run() == "False"
     assert run() == "True"
     assert (ws.tree / "toy" / "calc.py").read_text() == TOY
+
+
+def test_a_shared_fixture_selects_every_test_that_uses_it() -> None:
+    """A module fixture is built during the first test's set-up; a mutant in what it builds
+    must run every test relying on it (here t2 checks what t1's set-up built)."""
+    ctx = "tests/test_x.py::"
+    lines = {
+        "pkg/m.py": {
+            "5": [f"{ctx}t1|setup"],  # the module fixture, set up for t1
+            "9": [f"{ctx}t3|call"],  # only t3 runs it
+            "1": [""],  # at import, while collecting
+        }
+    }
+    shared = {f"{ctx}t1": ["built"], f"{ctx}t2": ["built"], f"{ctx}t3": []}
+    compact = _compact("tests/test_x.py", lines, shared)
+    nodes = cast("list[str]", compact["nodes"])
+    per_line = cast("dict[str, dict[str, list[int]]]", compact["lines"])["pkg/m.py"]
+    assert {nodes[i] for i in per_line["5"]} == {f"{ctx}t1", f"{ctx}t2"}
+    assert [nodes[i] for i in per_line["9"]] == [f"{ctx}t3"]
+    assert per_line["1"] == [-1]  # the whole file
+    sel = Selection(nodes=nodes, lines=per_line, seconds=10.0)
+    assert sel.for_lines("tests/test_x.py", [1, 9]) == ["tests/test_x.py"]
+    assert sel.for_lines("tests/test_x.py", [7]) == []
+
+
+def test_a_mutant_inside_a_statement_maps_to_its_first_line() -> None:
+    """Coverage reports a multi-line statement by its first line, a compound one by its
+    header; blank lines between statements belong to none."""
+    source = b"def f(a, b):\n    if (a and\n            b):\n        return 1\n\n    return 2\n"
+    assert statement_lines(source) == {1: 1, 2: 2, 3: 2, 4: 4, 6: 6}
+
+
+def test_the_test_that_makes_a_guard_fire_runs_first() -> None:
+    """Of the tests that run a guard, the one that takes its raise runs first: with --max-tests
+    it must not be cut off behind the many that only pass through."""
+    source = b"def f(x):\n    if x:\n        raise ValueError(x)\n    return 1\n"
+    guard = next(m for m in python_mutants("m.py", source) if m.operator == "guard-drop")
+    passing = [f"tests/test_m.py::test_pass{i}" for i in range(30)]
+    nodes = [*passing, "tests/test_m.py::test_fires"]
+    every = list(range(len(nodes)))
+    sel = Selection(nodes=nodes, lines={"2": every, "3": [len(nodes) - 1]}, seconds=1.0)
+    plan = Plan(
+        path="m.py",
+        group="g",
+        tests=("tests/test_m.py",),
+        all_mutants=[guard],
+        mutants=[guard],
+        file_sha="",
+        tests_sha="",
+        coverage={"tests/test_m.py": sel},
+        statement_of=statement_lines(source),
+        spans=statement_spans(source),
+    )
+    assert plan.tests_for(guard)[0] == "tests/test_m.py::test_fires"
