@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -33,7 +34,10 @@ SHELL_NEED_ESCAPE = '"\\`$'
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def parse_env_file(text: str) -> dict[str, str]:
+def parse_env_file(text: str, *, comment_continues: bool = False) -> dict[str, str]:
+    """The values systemd reads from ``text``. systemd 254 changed one rule: before it, a comment
+    line ending in a backslash continued onto the next line (swallowing it); since then it ends at
+    the newline. ``comment_continues`` selects the older rule (Debian 12 ships systemd 252)."""
     out: dict[str, str] = {}
     state = "PRE_KEY"
     key: list[str] = []
@@ -116,7 +120,7 @@ def parse_env_file(text: str) -> dict[str, str]:
             elif c in NEWLINE:
                 state = "PRE_KEY"
         elif state == "COMMENT_ESCAPE":
-            state = "PRE_KEY" if c in NEWLINE else "COMMENT"
+            state = "PRE_KEY" if c in NEWLINE and not comment_continues else "COMMENT"
     if state in (
         "PRE_VALUE",
         "VALUE",
@@ -160,8 +164,13 @@ def sh_values(text: str, keys: Iterable[str]) -> dict[str, str]:
 
 
 def read_env_file(text: str) -> dict[str, str]:
-    """systemd's values (:func:`parse_env_file`), once a POSIX shell has read the same ones."""
+    """systemd's values (:func:`parse_env_file`), once systemd before and since 254 and a POSIX
+    shell have all read the same ones."""
     values = parse_env_file(text)
+    if parse_env_file(text, comment_continues=True) != values:
+        raise AssertionError(
+            "systemd before 254 reads other values (a comment ends in a backslash)"
+        )
     shell = sh_values(text, [k for k in values if _NAME.fullmatch(k)])
     differ = {k: (values[k], v) for k, v in shell.items() if v != values[k]}
     if differ:
@@ -187,6 +196,17 @@ def _condition(key: str, value: str) -> str:
     # The condition's word is unquoted with backslash escapes; % starts a unit specifier.
     quoted = value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
     return f'ConditionOSRelease="{key}={quoted}"'
+
+
+@functools.cache
+def systemd_version() -> int:
+    """The major version of the systemd-analyze here."""
+    out = subprocess.run(["systemd-analyze", "--version"], capture_output=True, text=True,
+                         timeout=30, check=True).stdout  # fmt: skip
+    match = re.match(r"systemd (\d+)", out)
+    if match is None:
+        raise AssertionError(f"systemd-analyze --version said {out!r}")
+    return int(match.group(1))
 
 
 def real_systemd_available() -> str | None:
