@@ -229,7 +229,7 @@ RAW_ANSWERS = {
     b"": "the server closed the connection without answering: ",
     b"garbage\r\n\r\n": "the server's answer is not HTTP: ",
     b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 4\r\n\r\nabcd": (
-        "sent a body its Content-Encoding cannot decode"
+        "sent a body its Content-Encoding ('gzip') cannot decode"
     ),
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n": "broke off after 0 bytes",
 }
@@ -253,7 +253,8 @@ def test_broken_http_answers_are_fetch_errors(repo: Path, answer: bytes) -> None
                 conn.recv(65536)
                 conn.sendall(answer)
 
-    threading.Thread(target=answer_all, daemon=True).start()
+    answering = threading.Thread(target=answer_all, daemon=True)
+    answering.start()
     url = f"http://127.0.0.1:{listener.getsockname()[1]}"
     root = (repo / "repository/1.root.json").read_bytes()
     opts = HttpOptions(retries=1, backoff=0.01, read_timeout=2)
@@ -264,7 +265,12 @@ def test_broken_http_answers_are_fetch_errors(repo: Path, answer: bytes) -> None
         ):
             client.refresh()
     finally:
+        # close() alone leaves the thread blocked in accept() holding the socket, still
+        # listening: it would answer one more connection, from a later test, with this answer.
+        listener.shutdown(socket.SHUT_RDWR)
         listener.close()
+        answering.join(10)
+    assert not answering.is_alive()
     message = str(err.value)
     assert RAW_ANSWERS[answer] in message and f"{url}/2.root.json" in message, message
     assert "\n" not in message

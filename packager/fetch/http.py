@@ -346,8 +346,9 @@ class RequestsFetcher(FetcherInterface):
                     # encoding: seen (rarely, on loaded test machines) as a broken transfer,
                     # retried like one.
                     raise _Dropped(_reason(exc)) from None
+                encoding = response.headers.get("Content-Encoding", "")[:40]
                 raise HttpFailure(
-                    f"{url} sent a body its Content-Encoding cannot decode", url
+                    f"{url} sent a body its Content-Encoding ({encoding!r}) cannot decode", url
                 ) from None
             except (urllib3.exceptions.HTTPError, OSError) as exc:
                 raise _Dropped(_reason(exc)) from None
