@@ -99,14 +99,16 @@ def _default_signals() -> None:
         signal.signal(signo, signal.SIG_DFL)
 
 
-def _run(argv: list[str], env: dict[str, str], umask: int = -1) -> subprocess.CompletedProcess[str]:
+def _run(
+    argv: list[str], env: dict[str, str], umask: int = -1, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "packager", *argv],
         env=env,
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=timeout,
         check=False,
         umask=umask,
     )
@@ -406,6 +408,29 @@ def test_links_inside_the_cache_never_followed(
     assert not (md_dir / "timestamp.json").is_symlink()
     orbit = tmp_path / "t2" / "bin" / "orbit" / "linux" / "stable" / "orbit"
     assert orbit.read_bytes() == served[2]
+
+
+def test_metadata_link_to_a_fifo_is_never_opened(
+    served: tuple[Path, FaultServer, bytes], tmp_path: Path
+) -> None:
+    """A link in the metadata cache is removed before anything is read there: one to a FIFO (or
+    a device) would otherwise hang the build at its first local read."""
+    cache = tmp_path / "cache"
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    assert _run(_fetch_args(served, tmp_path / "t1", cache), _env(tmpdir)).returncode == 0
+    (md_dir,) = (cache / "metadata").iterdir()
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    (md_dir / "timestamp.json").unlink()
+    (md_dir / "timestamp.json").symlink_to(fifo)
+    proc = _run(_fetch_args(served, tmp_path / "t2", cache), _env(tmpdir), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    # python-tuf's own link (root.json -> root_history/N.root.json) is the only one left.
+    links = {p.name: str(p.readlink()) for p in md_dir.iterdir() if p.is_symlink()}
+    assert set(links) <= {"root.json"} and links.get("root.json", "root_history/").startswith(
+        "root_history/"
+    ), links
 
 
 @pytest.mark.parametrize("sub", ["targets", "metadata"])
