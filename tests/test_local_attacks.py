@@ -410,6 +410,34 @@ def test_links_inside_the_cache_never_followed(
     assert orbit.read_bytes() == served[2]
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as two users (CI runs as root)")
+def test_cache_link_made_by_root_or_yourself_only(tmp_path: Path) -> None:
+    """A --cache-dir that is a symbolic link is used when root or the caller made it (an admin's
+    /var/cache layout), never when a third user did."""
+    from packager.errors import UsageError
+    from packager.fetch.cache import open_cache_dir
+
+    top = Path(tempfile.mkdtemp(dir="/tmp"))  # traversable by nobody, unlike tmp_path
+    try:
+        top.chmod(0o755)
+        real = top / "real"
+        real.mkdir(mode=0o700)
+        os.chown(real, NOBODY, NOBODY)
+        by_root, by_daemon = top / "by-root", top / "by-daemon"
+        by_root.symlink_to(real)
+        by_daemon.symlink_to(real)
+        os.lchown(by_daemon, 1, 1)
+        os.seteuid(NOBODY)
+        try:
+            assert open_cache_dir(by_root) == real
+            with pytest.raises(UsageError, match="belongs to uid 1"):
+                open_cache_dir(by_daemon)
+        finally:
+            os.seteuid(0)
+    finally:
+        shutil.rmtree(top)
+
+
 def test_metadata_link_to_a_fifo_is_never_opened(
     served: tuple[Path, FaultServer, bytes], tmp_path: Path
 ) -> None:
