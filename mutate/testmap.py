@@ -384,6 +384,7 @@ TESTS: dict[str, tuple[str, ...]] = {
     ),
     "packager/repo/__init__.py": (),
     "packager/repo/durations.py": (
+        "tests/test_durations.py",  # the parser's own unit tests, 1s
         "tests/test_version.py",  # 10 lines, 10s
         "tests/test_deb_writer.py",  # 10 lines, 11s
         "tests/test_pkg.py",  # 10 lines, 15s
