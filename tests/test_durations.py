@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from datetime import timedelta
 
 import pytest
 
 from packager.errors import UsageError
+from packager.options import go_duration
 from packager.repo.durations import format_duration, parse_duration
 
 
@@ -72,3 +76,37 @@ def test_invalid_names_what_and_why(text: str, problem: str) -> None:
 )
 def test_format(seconds: int, text: str) -> None:
     assert format_duration(timedelta(seconds=seconds)) == text
+
+
+# Go's own rendering is the oracle for go_duration (what fleetctl writes into the flags Orbit
+# parses with time.ParseDuration).
+GO_CASES_US = [1_000_000, 10_000_000, 59_000_000, 60_000_000, 61_000_000, 900_000_000,
+               3_600_000_000, 3_661_000_000, 5_400_000_000, 86_400_000_000, 1_500_000,
+               61_500_000, 1_000_001, 360_000_000_000, 3_599_999_999]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def go_strings(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    go = shutil.which("go")
+    if go is None:
+        pytest.skip(
+            "needs Go (scripts/install-system-deps.sh --test installs it, as make test does)"
+        )
+    src = tmp_path_factory.mktemp("godur") / "main.go"
+    values = ", ".join(str(us) for us in GO_CASES_US)
+    src.write_text(
+        'package main\nimport ("fmt"; "time")\nfunc main() {\n'
+        f"  for _, us := range []int64{{{values}}} {{\n"
+        "    fmt.Println((time.Duration(us) * time.Microsecond).String())\n  }\n}\n"
+    )
+    env = {**os.environ, "GOFLAGS": "-mod=mod", "GO111MODULE": "off"}
+    env.setdefault("GOCACHE", str(src.parent / "cache"))
+    out = subprocess.run([go, "run", str(src)], capture_output=True, text=True, check=True,
+                         env=env, timeout=300, cwd=src.parent)  # fmt: skip
+    return out.stdout.split()
+
+
+@pytest.mark.parametrize("index", range(len(GO_CASES_US)))
+def test_go_duration_is_gos_rendering(go_strings: list[str], index: int) -> None:
+    delta = timedelta(microseconds=GO_CASES_US[index])
+    assert go_duration(delta) == go_strings[index]
