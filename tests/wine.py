@@ -130,7 +130,26 @@ int wmain(int argc, wchar_t **argv)
         printf("result=%u\n", MsiInstallProductW(unhex(argv[2]), unhex(argv[3])));
         return 0;
     }
-    fputs("usage: msitool acp | msitool install PACKAGE PROPERTIES LOG\n", stderr);
+    if (argc == 2 && !wcscmp(argv[1], L"products")) {
+        /* every product Windows Installer has registered: code, then the UTF-16 code units
+           of its name as hex (no console codepage in between) */
+        wchar_t code[39];
+        for (DWORD i = 0; MsiEnumProductsW(i, code) == ERROR_SUCCESS; i++) {
+            wchar_t name[512];
+            DWORD size = 512;
+            if (MsiGetProductInfoW(code, INSTALLPROPERTY_INSTALLEDPRODUCTNAME, name, &size)
+                != ERROR_SUCCESS)
+                name[0] = 0;
+            printf("product=%ls|||", code);
+            for (wchar_t *c = name; *c; c++)
+                printf("%04x", (unsigned)*c);
+            printf("\n");
+        }
+        printf("end\n");
+        return 0;
+    }
+    fputs("usage: msitool acp | msitool products | msitool install PACKAGE PROPERTIES LOG\n",
+          stderr);
     return 2;
 }
 """
@@ -397,19 +416,17 @@ class WinePrefix:
         return data.decode(f"cp{self.acp()}", errors="replace")
 
     def installed_products(self) -> list[tuple[str, str]]:
-        """(key, name) of every entry of Add/Remove Programs (``wine uninstaller --list``)."""
-        # Under load the first listing of a fresh prefix has come back empty once (CI, 2 cores)
-        # while the product was registered: an empty answer is asked again before it counts.
-        for attempt in range(3):
-            proc = self.run("uninstaller", "--list")
-            entries = []
-            for line in proc.stdout.splitlines():
-                key, sep, name = line.strip().partition("|||")
-                if sep:
-                    entries.append((key, name))
-            if entries or attempt == 2:
-                return entries
-            time.sleep(1)
+        """(product code, name) of every product Windows Installer has registered, through its
+        own API (MsiEnumProductsW). Wine 10's ``uninstaller --list`` (the Add/Remove Programs
+        list) printed nothing on Debian 13 for products whose Uninstall key was there."""
+        proc = self.run(self.tool, "products")
+        lines = proc.stdout.splitlines()
+        assert proc.returncode == 0 and "end" in lines, f"msitool products: {proc.stdout!r}"
+        entries = []
+        for line in lines:
+            if line.startswith("product="):
+                code, _, hexname = line.removeprefix("product=").partition("|||")
+                entries.append((code, bytes.fromhex(hexname).decode("utf-16-be")))
         return entries
 
     # -- services ----------------------------------------------------------------------------
