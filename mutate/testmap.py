@@ -148,6 +148,7 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_update_roots.py",  # 46 lines, 55s
         "tests/test_verify.py",  # 48 lines, 59s
         "tests/test_local_attacks.py",  # 84 lines, 112s
+        "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
     ),
     "packager/fetch/client.py": (
         "tests/test_version.py",  # 86 lines, 10s
@@ -167,6 +168,7 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_format_guards.py",  # 86 lines, 64s
         "tests/test_fetch_targets.py",  # 57 lines, 45s
         "tests/test_local_attacks.py",  # 111 lines, 112s
+        "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
     ),
     "packager/fetch/extract.py": (
         "tests/test_extract.py",  # 282 lines, 5s
@@ -175,6 +177,7 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_fetch_targets.py",  # 218 lines, 45s
         "tests/test_linux_packages.py",  # 129 lines, 41s
         "tests/test_format_guards.py",  # 134 lines, 64s
+        "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
     ),
     "packager/fetch/gotuf.py": (
         "tests/test_verify_download_dir.py",  # 40 lines, 18s
@@ -194,6 +197,7 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_fetch_targets.py",  # 21 lines, 45s
         "tests/test_format_guards.py",  # 21 lines, 64s
         "tests/test_local_attacks.py",  # 21 lines, 112s
+        "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
     ),
     "packager/fetch/http.py": (
         "tests/test_version.py",  # 98 lines, 10s
@@ -223,6 +227,7 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_errors.py",  # 10 lines, 57s
         "tests/test_repo_client.py",  # 10 lines, 104s
         "tests/test_crash.py",  # 10 lines, 273s
+        "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
     ),
     "packager/fetch/inspect.py": (
         "tests/test_windows_binaries.py",  # 19 lines, 10s
@@ -253,6 +258,7 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_fetch.py",  # 2 lines, 68s
         "tests/test_repo_client.py",  # 2 lines, 104s
         "tests/test_crash.py",  # 2 lines, 273s
+        "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
     ),
     "packager/fetch/progress.py": (
         "tests/test_fetch_cli.py",  # 20 lines, 24s
@@ -270,6 +276,7 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_format_guards.py",  # 5 lines, 64s
         "tests/test_non_utc.py",  # 5 lines, 64s
         "tests/test_local_attacks.py",  # 5 lines, 112s
+        "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
     ),
     "packager/fetch/targets.py": (
         "tests/test_version.py",  # 73 lines, 10s
@@ -285,6 +292,7 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_format_guards.py",  # 56 lines, 64s
         "tests/test_fetch_limits.py",  # 30 lines, 42s
         "tests/test_local_attacks.py",  # 60 lines, 112s
+        "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
     ),
     "packager/fetch/verify.py": (
         "tests/test_verify_download_dir.py",  # 94 lines, 18s
@@ -292,6 +300,7 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_fetch_limits.py",  # 29 lines, 42s
         "tests/test_update_roots.py",  # 36 lines, 55s
         "tests/test_non_utc.py",  # 39 lines, 64s
+        "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
     ),
     "packager/formats/__init__.py": (),
     "packager/formats/base.py": (
@@ -341,6 +350,7 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_repo_client.py",  # 1 lines, 104s
         "tests/test_local_attacks.py",  # 1 lines, 112s
         "tests/test_crash.py",  # 1 lines, 273s
+        "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
     ),
     "packager/formats/pkg.py": (
         "tests/test_pkg.py",  # 44 lines, 15s
@@ -371,6 +381,7 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_fetch_limits.py",  # 54 lines, 42s
         "tests/test_non_utc.py",  # 70 lines, 64s
         "tests/test_local_attacks.py",  # 73 lines, 112s
+        "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
     ),
     "packager/render.py": (
         "tests/test_deb_writer.py",  # 11 lines, 11s
@@ -410,6 +421,7 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_repo_client.py",  # 10 lines, 104s
         "tests/test_local_attacks.py",  # 10 lines, 112s
         "tests/test_crash.py",  # 10 lines, 273s
+        "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
     ),
     "packager/repo/fsutil.py": (
         "tests/test_version.py",  # 56 lines, 10s
@@ -438,6 +450,7 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_repo_client.py",  # 54 lines, 104s
         "tests/test_crash.py",  # 57 lines, 273s
         "tests/test_crash_points.py",  # 1 lines, 66s
+        "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
     ),
     "packager/repo/keys.py": (
         "tests/test_keys.py",  # 58 lines, 3s
@@ -467,6 +480,7 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_repo_client.py",  # 61 lines, 104s
         "tests/test_local_attacks.py",  # 61 lines, 112s
         "tests/test_crash.py",  # 61 lines, 273s
+        "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
     ),
     "packager/repo/metadata.py": (
         "tests/test_version.py",  # 22 lines, 10s
@@ -496,6 +510,7 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_local_attacks.py",  # 21 lines, 112s
         "tests/test_crash.py",  # 22 lines, 273s
         "tests/test_crash_points.py",  # 3 lines, 66s
+        "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
     ),
     "packager/repo/naming.py": (
         "tests/test_version.py",  # 14 lines, 10s
@@ -523,6 +538,7 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_format_guards.py",  # 4 lines, 64s
         "tests/test_non_utc.py",  # 4 lines, 64s
         "tests/test_crash.py",  # 14 lines, 273s
+        "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
     ),
     "packager/repo/passphrase.py": (
         "tests/test_environment.py",  # 32 lines, 18s
@@ -550,6 +566,7 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_repo_client.py",  # 15 lines, 104s
         "tests/test_local_attacks.py",  # 15 lines, 112s
         "tests/test_crash.py",  # 15 lines, 273s
+        "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
     ),
     "packager/repo/repository.py": (
         "tests/test_version.py",  # 158 lines, 10s
@@ -577,10 +594,12 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_non_utc.py",  # 84 lines, 64s
         "tests/test_format_guards.py",  # 81 lines, 64s
         "tests/test_crash.py",  # 236 lines, 273s
+        "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
     ),
     "packager/repo/status.py": (
         "tests/test_status.py",  # 33 lines, 37s
         "tests/test_non_utc.py",  # 29 lines, 64s
+        "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
     ),
     "packager/repo/transaction.py": (
         "tests/test_version.py",  # 66 lines, 10s
@@ -608,6 +627,7 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_repo_client.py",  # 77 lines, 104s
         "tests/test_local_attacks.py",  # 71 lines, 112s
         "tests/test_crash.py",  # 105 lines, 273s
+        "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
     ),
     "packager/writers/__init__.py": (),
     "packager/writers/bom.py": (
@@ -644,6 +664,7 @@ TESTS: dict[str, tuple[str, ...]] = {
     "packager/writers/msidb.py": (
         "tests/test_msi.py",  # 156 lines, 26s
         "tests/test_format_guards.py",  # 152 lines, 64s
+        "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
     ),
     "packager/writers/xar.py": (
         "tests/test_pkg.py",  # 72 lines, 15s
