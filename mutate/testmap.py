@@ -200,6 +200,7 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
     ),
     "packager/fetch/http.py": (
+        "tests/test_message_bounds.py",  # boundaries of shortened values, 1s
         "tests/test_version.py",  # 98 lines, 10s
         "tests/test_deb_writer.py",  # 97 lines, 11s
         "tests/test_pkg.py",  # 97 lines, 15s
@@ -279,6 +280,7 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
     ),
     "packager/fetch/targets.py": (
+        "tests/test_message_bounds.py",  # boundaries of shortened values, 1s
         "tests/test_version.py",  # 73 lines, 10s
         "tests/test_deb_writer.py",  # 44 lines, 11s
         "tests/test_pkg.py",  # 46 lines, 15s
@@ -295,6 +297,7 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
     ),
     "packager/fetch/verify.py": (
+        "tests/test_message_bounds.py",  # boundaries of shortened values, 1s
         "tests/test_verify_download_dir.py",  # 94 lines, 18s
         "tests/test_verify.py",  # 83 lines, 59s
         "tests/test_fetch_limits.py",  # 29 lines, 42s

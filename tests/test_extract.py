@@ -305,6 +305,12 @@ def test_long_names_within_bounds_still_work(box: Path) -> None:
         archive = _tar(box / f"ok{fmt}.tar.gz", [f(deep, b"deep"), sym("l" * 150, deep)], fmt)
         assert extract_tar_gz(archive, out) == [deep, "l" * 150]
         assert (out / ("l" * 150)).read_bytes() == b"deep"
+    # Exactly the limit (1024 bytes, in components of at most 255) passes in both formats.
+    at_limit = "/".join(["d" * 200] * 4 + ["f" * 220])
+    assert len(at_limit) == MAX_NAME_BYTES
+    for fmt in (tarfile.GNU_FORMAT, tarfile.PAX_FORMAT):
+        archive = _tar(box / f"limit{fmt}.tar.gz", [f(at_limit, b"edge")], fmt)
+        assert extract_tar_gz(archive, dest / f"limit{fmt}") == [at_limit]
     too_long = "n" * (MAX_NAME_BYTES + 1)
     shown = "'" + "n" * SHOWN_NAME_CHARS + "…'"
     label = "desktop/linux/stable/desktop.tar.gz"
