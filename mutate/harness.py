@@ -462,16 +462,29 @@ class Runner:
             print(text, file=sys.stderr, flush=True)
 
     def _ordered(self, plan: Plan, mutant: Mutant) -> list[str]:
-        """The mutant's tests, sharpest first; among equals, files that killed this module's
-        mutants before."""
+        """The mutant's tests, sharpest first; among equals, one test of each file in turn (a
+        line every test runs would otherwise fill --max-tests with the first files' tests, and
+        the test that checks it sits in a later file), files that killed this module's mutants
+        before first in each turn."""
         with self._lock:
             kills = dict(self._kills.get(plan.path, {}))
         args = plan.tests_for(mutant)
         score = plan._score(mutant)
         index = {a: i for i, a in enumerate(args)}
+        turn: dict[str, int] = {}
+        seen: dict[tuple[float, str], int] = {}
+        for a in sorted(args, key=lambda a: (-round(score.get(a, 0.0), 6), index[a])):
+            group = (round(score.get(a, 0.0), 6), a.split("::")[0])
+            turn[a] = seen.get(group, 0)
+            seen[group] = turn[a] + 1
         return sorted(
             args,
-            key=lambda a: (-round(score.get(a, 0.0), 6), -kills.get(a.split("::")[0], 0), index[a]),
+            key=lambda a: (
+                -round(score.get(a, 0.0), 6),
+                turn[a],
+                -kills.get(a.split("::")[0], 0),
+                index[a],
+            ),
         )
 
     def _credit(self, plan: Plan, nodeid: str) -> None:
