@@ -18,6 +18,7 @@ from pathlib import Path
 from packager.fetch.client import FLEET_UPDATE_URL
 from packager.fetch.targets import FetchedTarget
 from packager.options import BuildRequest
+from packager.repo.fsutil import make_dirs
 
 DIR_MODE = 0o755
 SECRET_MODE = 0o600
@@ -84,7 +85,7 @@ class Payload:
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    make_dirs(path.parent, DIR_MODE)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
@@ -92,7 +93,7 @@ def _write(path: Path, data: bytes, mode: int) -> None:
 
 
 def _copy(src: Path, dst: Path, mode: int) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    make_dirs(dst.parent, DIR_MODE)
     shutil.copyfile(src, dst)
     os.chmod(dst, mode)
 
@@ -111,8 +112,7 @@ def write_orbit_root(
     write_secret_file: bool,
 ) -> None:
     """Write the files every format puts in the Orbit root (targets are fetched separately)."""
-    root.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
-    (root / "staging").mkdir(exist_ok=True, mode=DIR_MODE)
+    make_dirs(root / "staging", DIR_MODE)
     _copy(CA_BUNDLE, root / "certs.pem", PUBLIC_MODE)
     if req.fleet_certificate:
         _copy(req.fleet_certificate, root / "fleet.pem", PUBLIC_MODE)

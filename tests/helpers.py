@@ -101,8 +101,9 @@ def cli(
     check: bool = True,
     timeout: float = 120,
     cwd: Path | None = None,
+    umask: int = -1,
 ) -> subprocess.CompletedProcess[str]:
-    """Run the real command line in a child process."""
+    """Run the real command line in a child process (with ``umask`` when not -1)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
     full_env.update(env or {})
     proc = subprocess.run(
@@ -113,6 +114,7 @@ def cli(
         timeout=timeout,
         check=False,
         cwd=cwd,
+        umask=umask,
     )
     if check and proc.returncode != 0:
         raise AssertionError(
@@ -270,13 +272,15 @@ def build_installer(
     secret: str,
     sde: str,
     env: dict[str, str] | None = None,
+    umask: int = -1,
 ) -> Path:
     """``package`` against the served demo repository, secret from the environment."""
     repo, server = served
     cli("package", "--type", package_type, "--update-url", server.url, "--update-roots",
         repo / "repository/root.json", "--fleet-url", "https://fleet.example.com",
         "--no-cache", "--outfile", out, *extra,
-        env={"SOURCE_DATE_EPOCH": sde, "ORBIT_PACKAGER_ENROLL_SECRET": secret, **(env or {})})  # fmt: skip
+        env={"SOURCE_DATE_EPOCH": sde, "ORBIT_PACKAGER_ENROLL_SECRET": secret, **(env or {})},
+        umask=umask)  # fmt: skip
     return out
 
 

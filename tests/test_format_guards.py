@@ -751,3 +751,31 @@ def test_msi_client_keys_not_readable_by_users(bracket_msi: tuple[Path, str]) ->
         assert sddl is not None, f"{name}: inherits the Orbit root's DACL (Users may read)"
         aces = [ace.split(";")[-1] for ace in sddl.split("D:", 1)[1].strip("P()").split(")(")]
         assert set(aces) <= {"SY", "BA"}, (name, sddl)
+
+
+@pytest.mark.parametrize("package_type", ["pkg", "deb", "msi"])
+def test_installer_does_not_depend_on_the_umask(
+    served: tuple[Path, FaultServer], tmp_path: Path, package_type: str
+) -> None:
+    """Built under umask 0 (some cron and CI setups) or 077, the installer is byte for byte the
+    one built under 022: the pkg payload took its directory modes from the staged tree, so under
+    umask 0 /opt/orbit/bin and the other directories of the Mac install were world-writable (any
+    local user could replace the root-run agent)."""
+    from tests.helpers import build_installer
+
+    built = {
+        umask: build_installer(served, package_type, tmp_path / f"{umask:03o}.{package_type}",
+                               secret="s", sde=SDE, umask=umask).read_bytes()
+        for umask in (0o022, 0o000, 0o077)
+    }  # fmt: skip
+    assert built[0o000] == built[0o022] and built[0o077] == built[0o022]
+    if package_type == "pkg":
+        dest = tmp_path / "x"
+        dest.mkdir()
+        _run("bsdtar", "-xf", tmp_path / "000.pkg", "-C", dest)
+        payload = gzip.decompress((dest / "base.pkg/Payload").read_bytes())
+        listing = _run("cpio", "-itvn", "--quiet", data=payload).decode().splitlines()
+        dirs = {line.split()[-1]: _bits(line.split()[0]) for line in listing if line[0] == "d"}
+        assert "./opt/orbit/bin" in dirs and set(dirs.values()) == {0o755}, dirs
+        writable = [line for line in listing if _bits(line.split()[0]) & 0o022]
+        assert writable == []

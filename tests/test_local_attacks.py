@@ -410,6 +410,23 @@ def test_links_inside_the_cache_never_followed(
     assert orbit.read_bytes() == served[2]
 
 
+def test_fetched_tree_not_writable_by_others_under_umask_0(
+    served: tuple[Path, FaultServer, bytes], tmp_path: Path
+) -> None:
+    """`fetch --outdir` under umask 0: bin/orbit/linux/stable and the other directories were
+    0777, so another local user could swap the verified agent before it is packaged."""
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    out = tmp_path / "out"
+    proc = _run(_fetch_args(served, out, tmp_path / "cache"), _env(tmpdir), umask=0)
+    assert proc.returncode == 0, proc.stderr
+    tree = [out, *out.rglob("*")]
+    assert len([p for p in tree if p.is_dir()]) >= 5
+    writable = [f"{p.lstat().st_mode & 0o7777:o} {p}" for p in tree
+                if not p.is_symlink() and p.lstat().st_mode & 0o022]  # fmt: skip
+    assert writable == []
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as two users (CI runs as root)")
 def test_cache_link_made_by_root_or_yourself_only(tmp_path: Path) -> None:
     """A --cache-dir that is a symbolic link is used when root or the caller made it (an admin's

@@ -151,3 +151,28 @@ def test_symlink_in_the_download_dir_is_not_followed(
     assert f"error: target '{KEPT}' cannot be kept in {dl}" in out.stdout, out.stdout
     assert list(elsewhere.iterdir()) == []
     assert _leftovers(dl) == []
+
+
+def test_created_directories_are_not_writable_by_others_whatever_the_umask(
+    repo: Path, server: FaultServer, tmp_path: Path
+) -> None:
+    """Under umask 0 (cron jobs, some CI runners) the directories made for targets are still
+    0755: another local user must not be able to swap a verified target."""
+    import os
+    import subprocess
+    import sys
+
+    dl = tmp_path / "dl"
+    out = subprocess.run(
+        [sys.executable, "-m", "packager", "verify", "--update-url", server.url,
+         "--update-roots", str(repo / "repository/1.root.json"), "--download-dir", str(dl)],
+        capture_output=True, text=True, timeout=60, check=False, umask=0,
+        env={k: v for k, v in os.environ.items() if not k.startswith("FLEET_")},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    made = [p for p in dl.rglob("*") if p.is_dir()]
+    assert made, "no directory was created"
+    for directory in made:
+        assert directory.stat().st_mode & 0o777 == 0o755, directory
+    for file in (p for p in dl.rglob("*") if p.is_file()):
+        assert file.stat().st_mode & 0o022 == 0, file

@@ -44,7 +44,7 @@ from packager.fetch.cache import (
 )
 from packager.fetch.gotuf import GoTufUpdater, load_metadata, parse_expires, python_tuf_reads
 from packager.fetch.http import HttpFailure, HttpOptions, RequestsFetcher, TransferTooSlow
-from packager.repo.fsutil import create_private_temp
+from packager.repo.fsutil import create_private_temp, make_dirs
 
 FLEET_UPDATE_URL = "https://updates.fleetdm.com"
 _EMBEDDED_ROOT = Path(__file__).resolve().parent.parent / "data" / "fleet-public-root-v6.json"
@@ -320,7 +320,7 @@ class UpdateClient:
         read, or hashed as they stream from the server (and kept in the cache as well). Nothing
         is linked to the cache, so changing a cache file later cannot change ``dest``."""
         info = self.target_info(path)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(dest.parent)
         with contextlib.suppress(FileNotFoundError):
             dest.unlink()
         with self._explained(path):

@@ -6,6 +6,7 @@ import contextlib
 import functools
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -169,6 +170,9 @@ class DownloadDir:
         try:
             try:
                 download(temp)
+                # Never writable by group or others, whatever the umask (0 in some cron and CI
+                # setups): another local user must not be able to change a verified target.
+                temp.chmod(stat.S_IMODE(temp.stat().st_mode) & ~0o022)
                 temp_fd = os.open(self.temp, os.O_RDONLY | os.O_DIRECTORY)
                 try:
                     os.replace(temp.name, parts[-1], src_dir_fd=temp_fd, dst_dir_fd=parent)

@@ -22,9 +22,10 @@ from pathlib import Path
 
 from packager.errors import UsageError
 from packager.formats.base import BuildContext, stamp_tree
-from packager.layout import PUBLIC_MODE
+from packager.layout import DIR_MODE, PUBLIC_MODE
 from packager.options import BuildRequest
 from packager.render import render, render_xml
+from packager.repo.fsutil import make_dirs
 from packager.writers.bom import write_bom
 from packager.writers.cpio import write_cpio_gz
 from packager.writers.xar import XarMember, write_xar
@@ -113,17 +114,22 @@ class PkgBuilder:
         root = ctx.stage / "root"
         if req.service:
             plist = root / "Library" / "LaunchDaemons" / f"{LABEL}.plist"
-            plist.parent.mkdir(parents=True, exist_ok=True)
+            make_dirs(plist.parent, DIR_MODE)
             plist.write_bytes(plistlib.dumps(launch_daemon(req), sort_keys=False))
             plist.chmod(PUBLIC_MODE)
         scripts = ctx.stage / "scripts"
-        scripts.mkdir()
+        make_dirs(scripts, DIR_MODE)
         post = scripts / "postinstall"
         post.write_text(
             render("macos", "postinstall.j2", orbit_channel=req.orbit_channel, service=req.service)
         )
         post.chmod(0o755)
         for top in (root, scripts):
+            # The cpio payload takes its modes from the staged tree: every directory gets
+            # exactly 0755 whatever the umask of this machine (umask 0 made /opt/orbit/bin
+            # world-writable on the Mac; 077 made it unreadable and the pkg umask-dependent).
+            for dirpath, _dirs, _files in os.walk(top):
+                os.chmod(dirpath, DIR_MODE)
             stamp_tree(top, ctx.source_date_epoch)
 
         flat = ctx.stage / "flat"

@@ -65,6 +65,27 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def make_dirs(path: Path, mode: int = 0o755) -> None:
+    """Create ``path`` and its missing parents, each with exactly ``mode``: the umask neither
+    widens them (umask 0 would make them world-writable) nor narrows them (what goes into an
+    installer must not depend on the umask of the machine that built it)."""
+    missing = []
+    current = path
+    while not current.is_dir():
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir()
+        except FileExistsError:
+            if not directory.is_dir():
+                raise
+            continue  # made meanwhile by someone else: left as it is
+        directory.chmod(mode)
+
+
 def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` so that readers see the old or the new file, never a mix."""
     tmp = temp_path(path)
