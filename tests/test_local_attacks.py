@@ -410,6 +410,25 @@ def test_links_inside_the_cache_never_followed(
     assert orbit.read_bytes() == served[2]
 
 
+def test_repository_not_writable_by_others_under_umask_0(tmp_path: Path) -> None:
+    """`updates init` and `add` under umask 0 (a cron job): the repository, its published
+    targets directories and staged/ were 0777, so another local user could replace what is
+    published next or delete what agents fetch."""
+    from tests.helpers import cli
+
+    repo = tmp_path / "repo"
+    agent = tmp_path / "orbit"
+    agent.write_bytes(b"\x7fELF agent")
+    cli("updates", "init", "--path", repo, env=TEST_PASSPHRASES, umask=0)
+    cli("updates", "add", "--path", repo, "--target", agent, "--platform", "linux",
+        "--name", "orbit", "--version", "1.0.0", "-t", "stable", env=TEST_PASSPHRASES, umask=0)  # fmt: skip
+    tree = [repo, *repo.rglob("*")]
+    assert (repo / "repository/targets/orbit/linux/stable").is_dir()
+    writable = [f"{p.lstat().st_mode & 0o7777:o} {p}" for p in tree
+                if not p.is_symlink() and p.lstat().st_mode & 0o022]  # fmt: skip
+    assert writable == []
+
+
 def test_fetched_tree_not_writable_by_others_under_umask_0(
     served: tuple[Path, FaultServer, bytes], tmp_path: Path
 ) -> None:

@@ -42,7 +42,7 @@ from packager.errors import (
     UsageError,
 )
 from packager.repo import metadata as meta
-from packager.repo.fsutil import copy_and_hash, exclusive_lock, link_or_copy
+from packager.repo.fsutil import copy_and_hash, exclusive_lock, link_or_copy, make_dirs
 from packager.repo.keys import KeyStore, RoleKey, decrypt_keys, encrypt_keys, is_encrypted
 from packager.repo.naming import check_component, check_name, check_target_path, target_paths
 from packager.repo.passphrase import PassphraseSource
@@ -209,7 +209,7 @@ class UpdateRepository:
     # -- commands ----------------------------------------------------------------------------
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        self.path.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.path)  # never group/other-writable, whatever the umask
         with exclusive_lock(self.path / LOCK_NAME, str(self.path)):
             txn = Transaction(self.path)
             note = txn.recover()
@@ -259,8 +259,7 @@ class UpdateRepository:
             )
             key_files = {r: encrypt_keys([keys[r]], phrases[r].value) for r in ROLES}
             self._publish("init", state_new, [], [], key_files, root_changed=True, first=True)
-            self.staged.mkdir(exist_ok=True)
-            (self.staged / "targets").mkdir(exist_ok=True)
+            make_dirs(self.staged / "targets")
             return InitResult(
                 key_ids={r: keys[r].gotuf_keyid for r in ROLES},
                 consistent_snapshot=consistent_snapshot,
@@ -630,7 +629,7 @@ class UpdateRepository:
             txn.stage_bytes("root.json", data["root"])
             writes += [versioned, "root.json"]
         if first:
-            self.repository.mkdir(parents=True, exist_ok=True)
+            make_dirs(self.repository)
             os.chmod(self.repository, 0o755)  # noqa: S103 - published tree is world-readable
         txn.commit(Change(command, writes=writes, deletes=deletes, key_files=key_files))
 

@@ -40,6 +40,7 @@ from pathlib import Path
 from packager.repo.fsutil import (
     atomic_write,
     fsync_dir,
+    make_dirs,
     move_into_place,
     remove_empty_dirs,
     remove_stale_temp_files,
@@ -178,7 +179,7 @@ class Transaction:
                 continue  # moved before the interruption
             # directories made here are durable only once their parents are synced too
             created = [d for d in (dst.parent, *dst.parent.parents) if not d.exists()]
-            dst.parent.mkdir(parents=True, exist_ok=True)
+            make_dirs(dst.parent)  # 0755 whatever the umask: the published tree is public
             touched_dirs.update(d.parent for d in created)
             move_into_place(src, dst)
             touched_dirs.add(dst.parent)
