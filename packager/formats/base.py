@@ -61,8 +61,6 @@ def run_tool(
     is in files in the private stage, never on a command line or in a child's environment.
     """
     env = {"LC_ALL": "C", "HOME": str(ctx.stage), "TMPDIR": str(ctx.stage)}
-    if ctx.source_date_epoch is not None:
-        env["SOURCE_DATE_EPOCH"] = str(ctx.source_date_epoch)
     ctx.tooling.run(ToolStep(tool, args, ctx.stage, cwd or ctx.stage, env, what, ctx.verbose))
 
 
