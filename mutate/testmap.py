@@ -387,6 +387,7 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
     ),
     "packager/render.py": (
+        "tests/test_templates_golden.py",  # every template against its reviewed rendering, 2s
         "tests/test_deb_writer.py",  # 11 lines, 11s
         "tests/test_environment.py",  # 11 lines, 18s
         "tests/test_pkg.py",  # 9 lines, 15s
@@ -687,7 +688,7 @@ FIRST: dict[str, tuple[str, ...]] = {
     "packager/repo/status.py": ("tests/test_status.py",),
     "packager/options.py": ("tests/test_format_guards.py",),
     "packager/layout.py": ("tests/test_format_guards.py", "tests/test_layout.py"),
-    "packager/render.py": ("tests/test_env_file_property.py",),
+    "packager/render.py": ("tests/test_templates_golden.py", "tests/test_env_file_property.py"),
     "packager/formats/deb_rpm.py": ("tests/test_format_guards.py", "tests/test_linux_packages.py"),
     "packager/formats/pkg.py": ("tests/test_pkg.py", "tests/test_format_guards.py"),
     "packager/formats/msi.py": ("tests/test_msi.py", "tests/test_format_guards.py"),
@@ -700,13 +701,19 @@ FIRST: dict[str, tuple[str, ...]] = {
 }
 
 
+GOLDEN_TESTS = "tests/test_templates_golden.py"
+
+
 def _reviewed() -> None:
     for module, first in FIRST.items():
         rest = TESTS.get(module, ())
         TESTS[module] = (*(t for t in first if t in rest), *(t for t in rest if t not in first))
     for prefix, module in TEMPLATE_PROXIES.items():
         for path in sorted((ROOT / prefix).glob("*.j2")):
-            TESTS.setdefault(path.relative_to(ROOT).as_posix(), TESTS.get(module, ()))
+            # Every template's rendering is compared with a reviewed copy: that file first.
+            TESTS.setdefault(
+                path.relative_to(ROOT).as_posix(), (GOLDEN_TESTS, *TESTS.get(module, ()))
+            )
 
 
 _reviewed()

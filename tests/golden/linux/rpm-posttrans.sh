@@ -1,0 +1,22 @@
+#!/bin/sh
+# rpm %posttrans: runs once after the whole transaction, for installs and upgrades alike
+# ($1 is 0 on rpm < 4.12, Fleet #18534), after any old package's %preun/%postun. Older Fleet
+# packages disable the service in %preun on upgrade; enabling here undoes that.
+set -e
+if command -v systemctl >/dev/null 2>&1; then
+  systemctl daemon-reload >/dev/null 2>&1 || true
+      systemctl enable orbit.service >/dev/null 2>&1 || true
+      # Orbit sets INSTALLER_PATH when it installs its own update: restart later, not from
+      # inside the running agent (Fleet's "safe restart").
+      if [ -z "${INSTALLER_PATH:-}" ]; then
+        systemctl restart orbit.service >/dev/null 2>&1 || true
+      elif command -v systemd-run >/dev/null 2>&1; then
+        # AccuracySec=1s: at 60 s, not anywhere up to 120 s (timers coalesce by 1 min by
+        # default); the second form is for a systemd-run without --timer-property.
+        systemd-run --on-active=60 --timer-property=AccuracySec=1s --working-directory=/ \
+            systemctl restart --no-block orbit.service >/dev/null 2>&1 ||
+          systemd-run --on-active=60 --working-directory=/ \
+            systemctl restart --no-block orbit.service >/dev/null 2>&1 || true
+      fi
+fi
+exit 0
