@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import gzip
 import hashlib
 import http.server
 import io
@@ -165,7 +166,8 @@ class FaultServer:
     optional faults per path: "stall" (headers, then silence), "endless" (never-ending body),
     "500-once" (one 500, then normal), an HTTP status code, "drip:S" (the file's headers, then
     one byte every S seconds), "drop" / "drop-once" (the full Content-Length, half the body, then
-    the connection closes), "retry-after:V" / "retry-after-once:V" (503 with ``Retry-After: V``)."""
+    the connection closes), "retry-after:V" / "retry-after-once:V" (503 with ``Retry-After: V``), "gzip" (the file
+    gzip-compressed with ``Content-Encoding: gzip``)."""
 
     def __init__(self, directory: Path, tls: ssl.SSLContext | None = None) -> None:
         self.directory = directory
@@ -216,6 +218,15 @@ class FaultServer:
                             self.wfile.write(data[: len(data) // 2])
                             owner.bytes_served[path] += len(data) // 2
                     self.close_connection = True
+                    return
+                if fault == "gzip":  # what a CDN with compression on sends for JSON
+                    body = gzip.compress(Path(self.translate_path(path)).read_bytes())
+                    self.send_response(200)
+                    self.send_header("Content-Encoding", "gzip")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    owner.bytes_served[path] += len(body)
                     return
                 if fault in ("stall", "endless"):
                     self.send_response(200)

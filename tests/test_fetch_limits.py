@@ -163,6 +163,43 @@ def test_dropped_connection_is_a_fetch_error_naming_the_url(repo: Path, tmp_path
         server.close()
 
 
+def test_gzip_encoded_bodies_are_decoded(repo: Path, tmp_path: Path) -> None:
+    """A CDN or nginx with compression on serves the JSON (and maybe targets) with
+    ``Content-Encoding: gzip``: the client decodes it, and lengths and hashes are those of the
+    decoded bytes."""
+    server = FaultServer(repo / "repository")
+    try:
+        for name in ("timestamp.json", "snapshot.json", "targets.json"):
+            server.faults[f"/{name}"] = "gzip"
+        server.faults[f"/targets/{TARGET}"] = "gzip"
+        with _client(server, repo) as client:
+            client.fetch(TARGET, tmp_path / "orbit")
+        assert (tmp_path / "orbit").read_bytes() == ORBIT
+        assert server.bytes_served[f"/targets/{TARGET}"] < len(ORBIT)  # it was compressed
+    finally:
+        server.close()
+
+
+def test_https_url_to_a_plain_http_server_names_tls(repo: Path) -> None:
+    """An https:// URL pointing at a plain HTTP port is a TLS failure, not a request for a
+    client certificate."""
+    server = FaultServer(repo / "repository")
+    try:
+        url = server.url.replace("http://", "https://")
+        with (
+            UpdateClient(
+                url, (repo / "repository/1.root.json").read_bytes(), cache_dir=None
+            ) as client,
+            pytest.raises(FetchError) as err,
+        ):
+            client.refresh()
+    finally:
+        server.close()
+    message = str(err.value)
+    assert f"TLS error for {url}/2.root.json: TLS handshake failed (" in message, message
+    assert "client certificate" not in message
+
+
 def _verify(server: FaultServer, repo: Path, *extra: str, env: dict[str, str] | None = None):
     return cli(
         "verify", "--update-url", server.url, "--update-roots", repo / "repository/1.root.json",
