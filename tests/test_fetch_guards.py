@@ -713,6 +713,17 @@ def _pe_dll(dest: Path) -> Path:
     return _patched(WINDOWS_EXE, dest, pe + 4 + 18, "<H", characteristics | 0x2000)
 
 
+def _pe_stripped(dest: Path) -> Path:
+    """The Windows fixture as an old-style linker leaves an executable: relocations, line
+    numbers, local symbols and debug information stripped, run-from-swap flags (COFF
+    characteristics 0x0001|0x0004|0x0008|0x0200|0x0400|0x0800); still no IMAGE_FILE_DLL."""
+    data = WINDOWS_EXE.read_bytes()
+    pe = struct.unpack_from("<I", data, 0x3C)[0]
+    characteristics = struct.unpack_from("<H", data, pe + 4 + 18)[0]
+    assert not characteristics & 0x2000
+    return _patched(WINDOWS_EXE, dest, pe + 4 + 18, "<H", characteristics | 0x0E0D)
+
+
 def _macho_dylib(source: Path, dest: Path, *, slice_index: int | None = None) -> Path:
     """A Mach-O fixture with filetype MH_DYLIB (6) instead of MH_EXECUTE (2): in a thin file,
     or in one slice of a universal one."""
@@ -783,6 +794,7 @@ CASES = {
         "x86_64-w64-mingw32-gcc",
     ),
     "windows-cpu": Case("msi", "amd64", "orbit", "windows", "arm64.exe", "a PE ARM64 executable"),
+    "windows-stripped-exe": Case("msi", "amd64", "orbit", "windows", "stripped.exe", None),
     "windows-elf": Case("msi", "amd64", "orbit", "windows", "elf", "an ELF X86_64 executable"),
     "windows-mingw-exe": Case(
         "msi", "amd64", "orbit", "windows", "mingw-exe", None, "x86_64-w64-mingw32-gcc"
@@ -847,6 +859,7 @@ def zoo(base: Repo, tmp_path_factory: pytest.TempPathFactory) -> Zoo:
         "static-pie": _compiled(src / "static-pie", "gcc", "-static-pie", source=MAIN),
         "shared": _compiled(src / "shared", "gcc", "-shared", "-fPIC", source=LIBRARY),
         "dll": _pe_dll(src / "dll.exe"),
+        "stripped.exe": _pe_stripped(src / "stripped.exe"),
         "mingw-dll": _compiled(
             src / "mingw.dll", "x86_64-w64-mingw32-gcc", "-shared", source=LIBRARY
         ),
