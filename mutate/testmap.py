@@ -487,6 +487,7 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
     ),
     "packager/repo/metadata.py": (
+        "tests/test_repo_files.py",  # published bytes and target names, 2s
         "tests/test_version.py",  # 22 lines, 10s
         "tests/test_deb_writer.py",  # 22 lines, 11s
         "tests/test_pkg.py",  # 22 lines, 15s
@@ -517,6 +518,7 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
     ),
     "packager/repo/naming.py": (
+        "tests/test_repo_files.py",  # published bytes and target names, 2s
         "tests/test_version.py",  # 14 lines, 10s
         "tests/test_verify_download_dir.py",  # 14 lines, 18s
         "tests/test_gotuf_fixture.py",  # 19 lines, 32s

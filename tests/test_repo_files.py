@@ -1,0 +1,54 @@
+"""What `updates` writes, byte for byte where it matters to other software, and the names it
+accepts for targets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from packager.errors import UsageError
+from packager.repo.naming import check_name
+from packager.repo.passphrase import PassphraseSource
+from packager.repo.repository import UpdateRepository
+from tests.helpers import FIXTURES, GOTUF_FIXTURE, TEST_PASSPHRASES
+
+GOTUF_REPOSITORY = GOTUF_FIXTURE / "repository"
+
+
+def _compact(data: bytes) -> bytes:
+    return json.dumps(json.loads(data), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def test_metadata_is_written_compact_as_go_tuf_writes_it(tmp_path: Path) -> None:
+    """go-tuf (fleetctl) publishes compact JSON without a trailing newline; so do we (the
+    signatures cover the canonical form either way, but mirrors and diffs see these bytes)."""
+    reference = sorted(GOTUF_REPOSITORY.glob("*.json"))  # what fleetctl wrote
+    assert reference
+    for path in reference:
+        assert path.read_bytes() == _compact(path.read_bytes()), path
+    repo = UpdateRepository(tmp_path / "repo", PassphraseSource(environ=TEST_PASSPHRASES))
+    repo.init()
+    repo.add(FIXTURES / "executables/orbit-linux-x86_64", name="orbit", platform="linux",
+             version="1.0.0", tags=["stable"])  # fmt: skip
+    published = sorted((tmp_path / "repo/repository").glob("*.json"))
+    assert {p.name for p in published} >= {"root.json", "1.root.json", "targets.json"}
+    for path in published:
+        assert path.read_bytes() == _compact(path.read_bytes()), path
+
+
+@pytest.mark.parametrize("name", ["orbit", "osqueryd", "desktop", "extensions/hello_world",
+                                  "extensions/a.b-c+d"])  # fmt: skip
+def test_target_names_accepted(name: str) -> None:
+    assert check_name(name) == name
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", "..", "a/b", "extensions/", "extensions/..", "extensions/../../etc",
+     "extensions/a/b", "extensions/a b", "/orbit", "orbit\n"],
+)  # fmt: skip
+def test_target_names_refused(name: str) -> None:
+    with pytest.raises(UsageError, match="--name"):
+        check_name(name)
