@@ -241,3 +241,34 @@ def test_plist_values_round_trip_or_are_refused(secret: str, path: str) -> None:
         return
     plist = plistlib.loads(plistlib.dumps(launch_daemon(req)))
     assert plist["EnvironmentVariables"]["ORBIT_FLEET_URL"] == url
+
+
+def test_without_source_date_epoch_times_are_the_build_time(
+    served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SOURCE_DATE_EPOCH unset: the build succeeds and the payload carries the real time (the
+    stamping is skipped, not applied with a missing value)."""
+    import time
+
+    from tests.helpers import cli
+
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    repo, server = served
+    started = int(time.time())
+    cli("package", "--type", "pkg", "--update-url", server.url, "--update-roots",
+        repo / "repository/root.json", "--no-cache", "--outfile", tmp_path / "x.pkg")  # fmt: skip
+    out = tmp_path / "x"
+    out.mkdir()
+    subprocess.run(["bsdtar", "-xf", str(tmp_path / "x.pkg"), "-C", str(out)], check=True)
+    listing = subprocess.run(
+        ["cpio", "-itv", "--quiet", "--numeric-uid-gid"],
+        input=gzip.decompress((out / "base.pkg/Payload").read_bytes()),
+        capture_output=True, check=True,
+    ).stdout.decode()  # fmt: skip
+    assert "./opt/orbit/bin" in listing
+    payload = tmp_path / "payload"
+    payload.mkdir()
+    subprocess.run(["cpio", "-idm", "--quiet", "--no-absolute-filenames"], cwd=payload,
+                   input=gzip.decompress((out / "base.pkg/Payload").read_bytes()), check=True)  # fmt: skip
+    stamps = {int(p.lstat().st_mtime) for p in payload.rglob("*")}
+    assert stamps and min(stamps) >= started - 5, (started, sorted(stamps)[:3])
