@@ -111,9 +111,16 @@ def _install_kill_points():
                 support.add(wrapper)
         setattr(os, op, wrapper)
 
+    def size(path):
+        try:
+            return os.lstat(path).st_size
+        except OSError:
+            return None
+
     def two_paths(src, dst, *, src_dir_fd=None, dst_dir_fd=None, **_):
         source, target = full(src, src_dir_fd), full(dst, dst_dir_fd)
-        return {"src": source, "dst": target, "ino": inode(source), "old": inode(target)}
+        return {"src": source, "dst": target, "ino": inode(source), "old": inode(target),
+                "size": size(source)}
 
     def one_path(path, *_args, dir_fd=None, **_):
         path = full(path, dir_fd)
@@ -122,7 +129,8 @@ def _install_kill_points():
     def descriptor(fd):
         fd = fd if isinstance(fd, int) else fd.fileno()
         st = os.fstat(fd)
-        return {"path": fd_path(fd), "ino": st.st_ino, "dir": stat.S_ISDIR(st.st_mode)}
+        return {"path": fd_path(fd), "ino": st.st_ino, "dir": stat.S_ISDIR(st.st_mode),
+                "size": st.st_size}
 
     for op in ("replace", "rename", "link"):
         wrap(op, two_paths)
@@ -335,6 +343,7 @@ class Event:
     dir: bool = False
     exists: bool = False  # for unlink, mkdir, rmdir: whether the path existed before the call
     when: str | None = None
+    size: int | None = None  # of the file fsynced (at the fsync) or renamed (at the rename)
 
 
 def read_trace(path: Path) -> list[Event]:

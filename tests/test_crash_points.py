@@ -498,20 +498,26 @@ def _in_journal(path: str) -> bool:
 
 
 def unsynced_renames(events: list[Event]) -> list[str]:
-    """Files renamed (so made visible under their final name) before their content was fsynced:
+    """Files renamed (so made visible under their final name) before their content was fsynced,
+    or with bytes written after their last fsync (still in a user-space buffer when it ran):
     after a power cut the name may point to an empty or partial file."""
-    synced: set[int] = set()
+    synced: dict[int, int | None] = {}  # inode -> its size at its last fsync
     problems = []
     for e in events:
         if e.op == "fsync" and not e.dir and e.ino is not None:
-            synced.add(e.ino)
+            synced[e.ino] = e.size
         elif e.op in ("replace", "rename"):
             if e.ino not in synced:
                 problems.append(f"{e.src} -> {e.dst} renamed before its content was fsynced")
+            elif synced[e.ino] != e.size:
+                problems.append(
+                    f"{e.src} -> {e.dst} renamed with {e.size} bytes, {synced[e.ino]} of them "
+                    "fsynced"
+                )
             if e.old is not None:
-                synced.discard(e.old)  # that inode is gone; its number may be reused
+                synced.pop(e.old, None)  # that inode is gone; its number may be reused
         elif e.op == "unlink" and e.ino is not None:
-            synced.discard(e.ino)
+            synced.pop(e.ino, None)
     return problems
 
 
