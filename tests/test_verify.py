@@ -81,12 +81,13 @@ def test_verify_good_repository(server: FaultServer, repo: Path, tmp_path: Path)
     assert "timestamp  v4" in out.stdout
     data = json.loads(_verify(server, repo, "--json").stdout)
     assert data["ok"] is True
-    assert {r["role"]: r["version"] for r in data["roles"]} == {
-        "root": 1,
-        "targets": 4,
-        "snapshot": 4,
-        "timestamp": 4,
-    }
+    # In the order of trust, as the text report shows them: root first, timestamp last.
+    assert [(r["role"], r["version"]) for r in data["roles"]] == [
+        ("root", 1),
+        ("targets", 4),
+        ("snapshot", 4),
+        ("timestamp", 4),
+    ]
     assert data["channels"]["osqueryd/linux-arm64"] == {"5.0.1": "5.0.1", "stable": "5.0.1"}
 
     # --target filters; --download-dir keeps verified copies
