@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -11,7 +10,7 @@ from packager.fetch.targets import FetchedTarget
 from packager.options import BuildRequest
 from packager.tooling import ToolError, Tooling, ToolStep
 
-__all__ = ["BuildContext", "Builder", "ToolError", "run_tool", "stamp_tree"]
+__all__ = ["BuildContext", "Builder", "ToolError", "run_tool"]
 
 
 @dataclass
@@ -62,14 +61,3 @@ def run_tool(
     """
     env = {"LC_ALL": "C", "HOME": str(ctx.stage), "TMPDIR": str(ctx.stage)}
     ctx.tooling.run(ToolStep(tool, args, ctx.stage, cwd or ctx.stage, env, what, ctx.verbose))
-
-
-def stamp_tree(top: Path, when: int | None) -> None:
-    """Give every staged file and directory the mtime SOURCE_DATE_EPOCH (when set), so archive
-    formats that record times (the MSI's cabinet, cpio, xar) come out byte-identical."""
-    if when is None:
-        return
-    for dirpath, dirnames, filenames in os.walk(top):
-        for name in [*filenames, *dirnames]:
-            os.utime(Path(dirpath, name), (when, when), follow_symlinks=False)
-    os.utime(top, (when, when))

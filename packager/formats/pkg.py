@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from packager.errors import UsageError
-from packager.formats.base import BuildContext, stamp_tree
+from packager.formats.base import BuildContext
 from packager.layout import DIR_MODE, PUBLIC_MODE
 from packager.options import BuildRequest
 from packager.render import render, render_xml
@@ -130,7 +130,6 @@ class PkgBuilder:
             # world-writable on the Mac; 077 made it unreadable and the pkg umask-dependent).
             for dirpath, _dirs, _files in os.walk(top):
                 os.chmod(dirpath, DIR_MODE)
-            stamp_tree(top, ctx.source_date_epoch)
 
         flat = ctx.stage / "flat"
         base = flat / "base.pkg"
