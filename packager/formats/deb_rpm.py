@@ -170,7 +170,6 @@ class LinuxBuilder:
                     system_dirs=leaf_dirs(system_dirs(payload)),
                 )
             )
-            path.chmod(0o755)
             out[name] = path
         return out
 
