@@ -335,6 +335,23 @@ def test_place_private_file_replaces_a_link(tmp_path: Path) -> None:
     assert not dst.is_symlink() and dst.read_bytes() == b"new"
 
 
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_place_private_file_moves_only_a_regular_file(tmp_path: Path, kind: str) -> None:
+    """What is renamed into place must be the file just written: a FIFO or a directory put at
+    the staged name is refused, and the output name is left as it was."""
+    src = tmp_path / "stage-file"
+    if kind == "fifo":
+        os.mkfifo(src)
+    else:
+        src.mkdir()
+    dst = tmp_path / "out"
+    dst.write_bytes(b"previous installer")
+    with pytest.raises(OSError) as err:
+        place_private_file(src, dst)
+    assert err.value.errno in (errno.EINVAL, errno.EISDIR)
+    assert dst.read_bytes() == b"previous installer"
+
+
 # -- class 4 -----------------------------------------------------------------------------------
 
 

@@ -222,7 +222,9 @@ def place_private_file(
     The final rename (the point of no return) runs inside ``commit()``, e.g. to hold signals
     back across it.
     """
-    fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    # O_NONBLOCK: opening a FIFO put at this name must not wait for a writer (it is refused
+    # below); on a regular file the flag changes nothing.
+    fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     with os.fdopen(fd, "rb") as source:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
