@@ -603,6 +603,7 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
     ),
     "packager/repo/status.py": (
+        "tests/test_status_rules.py",  # verdicts at their boundaries, 3s
         "tests/test_status.py",  # 33 lines, 37s
         "tests/test_non_utc.py",  # 29 lines, 64s
         "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
