@@ -587,3 +587,32 @@ def test_new_directories_are_durable(prepare, scenario: Scenario) -> None:
     p = prepare(scenario)
     assert any(e.op == "mkdir" and not e.exists for e in p.trace)
     assert undurable_directories(p.trace) == []
+
+
+# -- init ---------------------------------------------------------------------------------------
+INIT_OPS = ("replace", "rename", "mkdir", "unlink")
+
+
+def test_init_killed_anywhere_can_be_run_again(runner, tmp_path: Path) -> None:
+    """`updates init` killed before or after any of its renames, mkdirs and unlinks: running
+    `init` again finishes the job (or says it is done), and the repository is whole. A rolled
+    back init must not leave its empty `keys/` behind (the next init would refuse it)."""
+    trace = tmp_path / "trace"
+    clean = tmp_path / "clean"
+    _run_ok(runner, ["updates", "init", "--path", str(clean)], trace=trace, ops=INIT_OPS)
+    total = counted(read_trace(trace), INIT_OPS)
+    assert total >= 10
+    for k in range(1, total + 1):
+        for when in ("before", "after"):
+            repo = tmp_path / f"r{k}{when[0]}"
+            killed = runner.run(["updates", "init", "--path", str(repo)], TEST_PASSPHRASES,
+                                kill=Kill(k, when, INIT_OPS))  # fmt: skip
+            assert killed.rc == KILLED, (k, when, killed.stderr)
+            again = runner.run(["updates", "init", "--path", str(repo)], TEST_PASSPHRASES)
+            done = again.rc == 0 or "already initialized" in again.stderr
+            assert done, (k, when, again.rc, again.stderr)
+            status = runner.run(["updates", "status", "--path", str(repo)], TEST_PASSPHRASES)
+            assert status.rc == 0, (k, when, status.stdout, status.stderr)
+            assert sorted(p.name for p in (repo / "keys").iterdir()) == [
+                f"{r}.json" for r in sorted(ROLES)
+            ], (k, when)

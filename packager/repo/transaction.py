@@ -150,6 +150,9 @@ class Transaction:
             self.discard()
             return f"completed an interrupted {command}"
         if state.get("phase") == "prepared":
+            # Temp files first: an interrupted init's keys/ holds only a stale temp file, and
+            # must be empty to be removed (else the next init refuses the leftover keys/).
+            self._remove_stale_temp_files()
             self._restore_keys(state)
         # Before the journal goes: a kill in between leaves it, and the next recovery redoes this.
         self._remove_stale_temp_files()
