@@ -25,7 +25,6 @@ from packager.formats.base import BuildContext
 from packager.layout import DIR_MODE, PUBLIC_MODE
 from packager.options import BuildRequest
 from packager.render import render, render_xml
-from packager.repo.fsutil import make_dirs
 from packager.writers.bom import write_bom
 from packager.writers.cpio import write_cpio_gz
 from packager.writers.xar import XarMember, write_xar
@@ -114,11 +113,11 @@ class PkgBuilder:
         root = ctx.stage / "root"
         if req.service:
             plist = root / "Library" / "LaunchDaemons" / f"{LABEL}.plist"
-            make_dirs(plist.parent, DIR_MODE)
+            plist.parent.mkdir(parents=True, exist_ok=True)
             plist.write_bytes(plistlib.dumps(launch_daemon(req), sort_keys=False))
             plist.chmod(PUBLIC_MODE)
         scripts = ctx.stage / "scripts"
-        make_dirs(scripts, DIR_MODE)
+        scripts.mkdir()
         post = scripts / "postinstall"
         post.write_text(
             render("macos", "postinstall.j2", orbit_channel=req.orbit_channel, service=req.service)
