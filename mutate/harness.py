@@ -412,10 +412,14 @@ class Runner:
         progress: bool = True,
         use_cache: bool = True,
         max_tests: int = 0,
+        escalate_seconds: float = 0.0,
     ) -> None:
         self.config = config
         self.snapshot = snapshot
         self.max_tests = max_tests  # run at most this many selected tests per mutant (0: all)
+        # A survivor of the first max_tests runs the rest of its tests, up to this many expected
+        # seconds: the test that kills a mutant on a line every test runs often sits far down.
+        self.escalate_seconds = escalate_seconds
         self.jobs = max(1, jobs)
         self.progress = progress
         self.use_cache = use_cache  # False: run everything again (results are still stored)
@@ -423,8 +427,9 @@ class Runner:
         self._lock = threading.Lock()
         self._done = 0
         self._total = 0
-        # Which test file killed this module's mutants so far: it runs first next time.
-        self._kills: dict[str, dict[str, int]] = {}
+        # Which test file killed this module's mutants so far (this run and, through
+        # kills.json, earlier ones): it runs first next time.
+        self._kills: dict[str, dict[str, int]] = self._load_kills()
         self._tree_sha = ""
         self._verified: dict[str, bool] = {}  # test id -> passes without any mutant
         self._verify_locks: dict[str, threading.Lock] = {}
@@ -432,10 +437,35 @@ class Runner:
 
     # -- cache --------------------------------------------------------------------------------
     def _key(self, plan: Plan, mutant_id: str, max_tests: int = 0) -> str:
+        budget = f"+{self.escalate_seconds:g}" if max_tests and self.escalate_seconds else ""
         return _sha256(
             f"{HARNESS_VERSION}|{plan.path}|{plan.file_sha}|{mutant_id}|{plan.tests_sha}"
-            f"|{max_tests}".encode()
+            f"|{max_tests}{budget}".encode()
         )
+
+    def _load_kills(self) -> dict[str, dict[str, int]]:
+        if self.cache is None:
+            return {}
+        try:
+            data = json.loads((self.cache / "kills.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        return {
+            str(module): {str(t): int(n) for t, n in per.items() if isinstance(n, int)}
+            for module, per in data.items()
+            if isinstance(per, dict)
+        }
+
+    def save_kills(self) -> None:
+        if self.cache is None:
+            return
+        self.cache.mkdir(parents=True, exist_ok=True)
+        tmp = self.cache / f".kills.{os.getpid()}.tmp"
+        with self._lock:
+            tmp.write_text(json.dumps(self._kills, indent=1, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, self.cache / "kills.json")
 
     def _cached(self, key: str) -> dict[str, object] | None:
         if self.cache is None or not self.use_cache:
@@ -487,6 +517,25 @@ class Runner:
             ),
         )
 
+    def _escalation(self, plan: Plan, selected: list[str], done: int) -> list[str]:
+        """The tests after the first ``done`` worth running for a survivor: files that killed
+        this module's mutants before first, then in order, within --escalate-seconds."""
+        rest = selected[done:]
+        if not rest or not self.max_tests or self.escalate_seconds <= 0:
+            return []
+        with self._lock:
+            kills = dict(self._kills.get(plan.path, {}))
+        index = {a: i for i, a in enumerate(rest)}
+        rest.sort(key=lambda a: (-kills.get(a.split("::")[0], 0), index[a]))
+        chosen: list[str] = []
+        budget = self.escalate_seconds
+        for a in rest:
+            cost = plan.expected_seconds([a])
+            if cost <= budget:
+                chosen.append(a)
+                budget -= cost
+        return chosen
+
     def _credit(self, plan: Plan, nodeid: str) -> None:
         test_file = nodeid.split("::", 1)[0]
         with self._lock:
@@ -537,11 +586,22 @@ class Runner:
             limit = max(300.0, 3 * plan.expected_seconds(args) + 120)
             with ws.mutated(plan.path, mutated):
                 status, seconds, detail, failing = ws.pytest(args, limit, deselect=deselect)
+                more = self._escalation(plan, selected, len(args))
+                ran = len(args)
+                if status == SURVIVED and more:
+                    self._log(
+                        f"escalate: {mutant.path}:{mutant.line} survived {ran} tests; "
+                        f"{len(more)} more"
+                    )
+                    limit = max(300.0, 3 * plan.expected_seconds(more) + 120)
+                    status, extra, detail, failing = ws.pytest(more, limit, deselect=deselect)
+                    seconds += extra
+                    ran += len(more)
             if status == KILLED and failing and not self._passes_unmutated(ws, failing[0]):
                 continue
             if status in (KILLED, TIMEOUT) and failing:
                 self._credit(plan, failing[0])
-            return Result(mutant, status, seconds, detail, ran=len(args), selected=len(selected))
+            return Result(mutant, status, seconds, detail, ran=ran, selected=len(selected))
         return Result(mutant, ERROR, 0.0, "too many tests fail without any mutant")
 
     def _lookup(self, plan: Plan, mutant: Mutant) -> Result | None:
@@ -621,8 +681,11 @@ class Runner:
                 )
                 return result
 
-            with ThreadPoolExecutor(max_workers=pool_size) as pool:
-                results.extend(pool.map(one, pending))
+            try:
+                with ThreadPoolExecutor(max_workers=pool_size) as pool:
+                    results.extend(pool.map(one, pending))
+            finally:
+                self.save_kills()
         return results
 
 
@@ -889,7 +952,8 @@ def render_report(report: dict[str, object], threshold: float) -> tuple[str, boo
         lines.append(f"(limited to {settings['limit']} mutants in all)")
     if settings.get("max_tests"):
         lines.append(
-            f"(at most {settings['max_tests']} selected tests per mutant, sharpest first; "
+            f"(at most {settings['max_tests']} selected tests per mutant, sharpest first, "
+            f"then for a survivor up to {settings.get('escalate_seconds', 0):g} s more of them; "
             "--max-tests 0 runs them all)"
         )
     for name, d in groups.items():
@@ -909,7 +973,7 @@ def render_report(report: dict[str, object], threshold: float) -> tuple[str, boo
         mark = "  [not executed]" if m["status"] == UNCOVERED else ""
         ran, selected = int(str(m.get("ran", 0))), int(str(m.get("selected", 0)))
         if m["status"] == SURVIVED and ran < selected:
-            mark = f"  [ran the first {ran} of {selected} selected tests]"
+            mark = f"  [ran {ran} of {selected} selected tests]"
         lines.append(_describe(m) + mark)
     timeouts = [m for m in mutants if m["status"] == TIMEOUT]
     if timeouts:
@@ -1008,6 +1072,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="run at most K of a mutant's selected tests, sharpest first (0: all); a survivor "
         f"of a cut list is marked (default {testmap.DEFAULT_MAX_TESTS})",
     )
+    parser.add_argument(
+        "--escalate-seconds",
+        type=float,
+        default=testmap.DEFAULT_ESCALATE_SECONDS,
+        metavar="S",
+        help="a survivor of the first --max-tests tests runs the rest of its selected tests, "
+        "files that killed this module's mutants before first, as many as fit in S expected "
+        f"seconds (default {testmap.DEFAULT_ESCALATE_SECONDS:g}; 0: never)",
+    )
     parser.add_argument("--threshold", type=float, default=90.0)
     parser.add_argument(
         "--report", type=Path, default=None, help="JSON report (default .mutate-cache/report.json)"
@@ -1071,6 +1144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=not args.quiet,
             use_cache=not args.fresh,
             max_tests=args.max_tests,
+            escalate_seconds=args.escalate_seconds,
         )
         results = runner.run(plans)
     elapsed = time.monotonic() - start
@@ -1083,6 +1157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "seed": args.seed,
         "limit": args.limit,
         "max_tests": args.max_tests,
+        "escalate_seconds": args.escalate_seconds,
         "threshold": args.threshold,
         "coverage_selection": bool(coverage),
     }

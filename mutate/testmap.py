@@ -728,3 +728,4 @@ UNMAPPED_ON_PURPOSE = frozenset({"tests/test_mutate_harness.py"})
 # per mutant, sharpest first (0: every selected test).
 DEFAULT_CAP = 6
 DEFAULT_MAX_TESTS = 25
+DEFAULT_ESCALATE_SECONDS = 240.0  # per surviving mutant, beyond its first DEFAULT_MAX_TESTS

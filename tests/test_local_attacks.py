@@ -854,3 +854,55 @@ def test_errno_of_a_planted_temp_name_is_not_followed(tmp_path: Path) -> None:
         create_new_file(link, 0o600)
     assert err.value.errno == errno.EEXIST
     assert victim.read_text() == "keep"
+
+
+def test_link_or_copy_copies_across_file_systems(tmp_path: Path) -> None:
+    """A repository whose staging area and targets sit on different file systems (a link is
+    impossible: EXDEV) gets a copy with the same bytes; any other failure is not papered over."""
+    from packager.repo.fsutil import link_or_copy
+
+    with _tmpdir_elsewhere("dev-shm", tmp_path) as other:
+        src = other / "orbit"
+        src.write_bytes(b"\x7fELF" + os.urandom(200_000))
+        dst = tmp_path / "staged-orbit"
+        link_or_copy(src, dst)
+        assert dst.read_bytes() == src.read_bytes()
+        assert dst.stat().st_dev != src.stat().st_dev
+        # Same file system: a hard link, no second copy on disk.
+        same = other / "linked"
+        link_or_copy(src, same)
+        assert same.stat().st_ino == src.stat().st_ino
+        # An existing destination is an error, never overwritten by the copy fallback.
+        dst.write_bytes(b"keep")
+        with pytest.raises(FileExistsError):
+            link_or_copy(src, dst)
+        assert dst.read_bytes() == b"keep"
+
+
+def test_place_private_file_interrupted_across_file_systems_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    """A signal at the rename of a cross-device move (``commit`` raising, as the build's
+    signal guard does): no temporary file is left beside the output, no output appears, and
+    the source is still there to retry."""
+    with _tmpdir_elsewhere("dev-shm", tmp_path) as other:
+        src = other / "built"
+        src.write_bytes(b"installer" * 50_000)
+        dst = tmp_path / "final"
+
+        entered: list[int] = []
+
+        @contextlib.contextmanager
+        def interrupted() -> Iterator[None]:
+            # The first rename is tried (and fails: EXDEV); the signal lands at the second,
+            # once the copy beside the output is complete.
+            entered.append(len(list(tmp_path.iterdir())))
+            if len(entered) == 2:
+                raise KeyboardInterrupt
+            yield
+
+        with pytest.raises(KeyboardInterrupt):
+            place_private_file(src, dst, commit=interrupted)
+        assert entered == [0, 1]  # the copy existed beside the output when the signal came
+        assert list(tmp_path.iterdir()) == []
+        assert src.read_bytes() == b"installer" * 50_000

@@ -187,3 +187,32 @@ def test_the_test_that_makes_a_guard_fire_runs_first() -> None:
         spans=statement_spans(source),
     )
     assert plan.tests_for(guard)[0] == "tests/test_m.py::test_fires"
+
+
+def test_a_survivor_of_the_cut_list_runs_the_rest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With --max-tests 1 only the first mapped file runs; the test that asks about ten sits in
+    the second. A survivor goes on with the rest within --escalate-seconds (an unmeasured file
+    counts 600 s), and a kill there is credited, so that file runs first next time."""
+    root = _project(tmp_path)
+    (root / "tests" / "test_edge.py").write_text(
+        "from toy.calc import is_big\n\n\ndef test_ten() -> None:\n    assert not is_big(10)\n"
+    )
+    config = json.loads((root / "mutate.json").read_text())
+    config["tests"]["toy/calc.py"] = ["tests/test_calc.py", "tests/test_edge.py"]
+    (root / "mutate.json").write_text(json.dumps(config))
+    cut = ("--operator", "compare", "--max-tests", "1", "--threshold", "100")
+
+    assert _run(root, *cut, "--escalate-seconds", "0") == 1
+    out = capsys.readouterr().out
+    assert "toy/calc.py:3: compare: x > 10 -> x >= 10  [ran 1 of 2 selected tests]" in out
+
+    assert _run(root, *cut, "--escalate-seconds", "700") == 0
+    out = capsys.readouterr().out
+    assert "toy: killed 2 of 2 (100.0%)" in out
+    report = json.loads((root / ".mutate-cache" / "report.json").read_text())
+    compare = [m for m in report["mutants"] if m["operator"] == "compare"]
+    assert [m["status"] for m in compare] == ["killed"]
+    kills = json.loads((root / ".mutate-cache" / "kills.json").read_text())
+    assert kills["toy/calc.py"]["tests/test_edge.py"] == 1

@@ -176,3 +176,21 @@ def test_created_directories_are_not_writable_by_others_whatever_the_umask(
         assert directory.stat().st_mode & 0o777 == 0o755, directory
     for file in (p for p in dl.rglob("*") if p.is_file()):
         assert file.stat().st_mode & 0o022 == 0, file
+
+
+def test_download_dir_that_refuses_new_entries(
+    repo: Path, server: FaultServer, tmp_path: Path
+) -> None:
+    """A directory that exists and opens, but where nothing may be created (sysfs refuses every
+    mkdir, root included): one line naming the directory and why, exit 2, no traceback."""
+    import os
+
+    if not os.path.ismount("/sys"):
+        pytest.skip("/sys is not a mounted sysfs here: no directory refuses mkdir to root")
+    out = _verify(server, repo, Path("/sys"))
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stderr.startswith("orbit-packager: error: cannot write in --download-dir /sys: "), (
+        out.stderr
+    )
+    assert out.stderr.count("\n") == 1
+    assert "Traceback" not in out.stderr

@@ -29,7 +29,6 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from securesystemslib.signer import CryptoSigner, SSlibKey
 
 from packager.errors import KeyFileError, PassphraseError
-from packager.repo.fsutil import atomic_write
 from packager.repo.metadata import canonical
 
 KEYID_HASH_ALGORITHMS = ["sha256", "sha512"]
@@ -239,9 +238,6 @@ class KeyStore:
     def path(self, role: str) -> Path:
         return self.directory / f"{role}.json"
 
-    def exists(self, role: str) -> bool:
-        return self.path(role).is_file()
-
     def read_raw(self, role: str) -> bytes:
         try:
             return self.path(role).read_bytes()
@@ -269,7 +265,3 @@ class KeyStore:
             ) from None
         except (ValueError, KeyError, TypeError) as exc:
             raise KeyFileError(f"{self.path(role)} is not a valid go-tuf key file: {exc}") from None
-
-    def write(self, role: str, content: bytes) -> None:
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        atomic_write(self.path(role), content, mode=0o600)
