@@ -317,6 +317,7 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_local_attacks.py",  # 4 lines, 112s
     ),
     "packager/formats/deb_rpm.py": (
+        "tests/test_templates_golden.py",  # renders every template against committed golden files
         "tests/test_deb_writer.py",  # 81 lines, 11s
         "tests/test_environment.py",  # 78 lines, 18s
         "tests/test_archive_targets.py",  # 87 lines, 21s
@@ -371,6 +372,7 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_local_attacks.py",  # 39 lines, 112s
     ),
     "packager/options.py": (
+        "tests/test_templates_golden.py",  # renders every template against committed golden files
         "tests/test_durations.py",  # go_duration against Go's own Duration.String, 2s
         "tests/test_deb_writer.py",  # 73 lines, 11s
         "tests/test_version.py",  # 58 lines, 10s
@@ -400,6 +402,7 @@ TESTS: dict[str, tuple[str, ...]] = {
     ),
     "packager/repo/__init__.py": (),
     "packager/repo/durations.py": (
+        "tests/test_status_rules.py",  # status over real repositories, 8s
         "tests/test_durations.py",  # the parser's own unit tests, 1s
         "tests/test_version.py",  # 10 lines, 10s
         "tests/test_deb_writer.py",  # 10 lines, 11s
@@ -428,6 +431,8 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
     ),
     "packager/repo/fsutil.py": (
+        "tests/test_repo_files.py",  # metadata bytes and target names, 3s
+        "tests/test_status_rules.py",  # status over real repositories, 8s
         "tests/test_version.py",  # 56 lines, 10s
         "tests/test_deb_writer.py",  # 58 lines, 11s
         "tests/test_pkg.py",  # 58 lines, 15s
@@ -457,6 +462,8 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
     ),
     "packager/repo/keys.py": (
+        "tests/test_repo_files.py",  # metadata bytes and target names, 3s
+        "tests/test_status_rules.py",  # status over real repositories, 8s
         "tests/test_keys.py",  # 58 lines, 3s
         "tests/test_version.py",  # 43 lines, 10s
         "tests/test_deb_writer.py",  # 43 lines, 11s
@@ -487,6 +494,7 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
     ),
     "packager/repo/metadata.py": (
+        "tests/test_status_rules.py",  # status over real repositories, 8s
         "tests/test_repo_files.py",  # published bytes and target names, 2s
         "tests/test_version.py",  # 22 lines, 10s
         "tests/test_deb_writer.py",  # 22 lines, 11s
@@ -518,6 +526,8 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
     ),
     "packager/repo/naming.py": (
+        "tests/test_status_rules.py",  # status over real repositories, 8s
+        "tests/test_templates_golden.py",  # renders every template against committed golden files
         "tests/test_repo_files.py",  # published bytes and target names, 2s
         "tests/test_version.py",  # 14 lines, 10s
         "tests/test_verify_download_dir.py",  # 14 lines, 18s
@@ -547,6 +557,8 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
     ),
     "packager/repo/passphrase.py": (
+        "tests/test_repo_files.py",  # metadata bytes and target names, 3s
+        "tests/test_status_rules.py",  # status over real repositories, 8s
         "tests/test_environment.py",  # 32 lines, 18s
         "tests/test_version.py",  # 14 lines, 10s
         "tests/test_deb_writer.py",  # 14 lines, 11s
@@ -575,6 +587,8 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
     ),
     "packager/repo/repository.py": (
+        "tests/test_repo_files.py",  # metadata bytes and target names, 3s
+        "tests/test_status_rules.py",  # status over real repositories, 8s
         "tests/test_version.py",  # 158 lines, 10s
         "tests/test_verify_download_dir.py",  # 164 lines, 18s
         "tests/test_environment.py",  # 152 lines, 18s
@@ -609,6 +623,8 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
     ),
     "packager/repo/transaction.py": (
+        "tests/test_repo_files.py",  # metadata bytes and target names, 3s
+        "tests/test_status_rules.py",  # status over real repositories, 8s
         "tests/test_version.py",  # 66 lines, 10s
         "tests/test_deb_writer.py",  # 66 lines, 11s
         "tests/test_pkg.py",  # 66 lines, 15s
