@@ -272,3 +272,26 @@ def test_without_source_date_epoch_times_are_the_build_time(
                    input=gzip.decompress((out / "base.pkg/Payload").read_bytes()), check=True)  # fmt: skip
     stamps = {int(p.lstat().st_mtime) for p in payload.rglob("*")}
     assert stamps and min(stamps) >= started - 5, (started, sorted(stamps)[:3])
+
+
+def test_cpio_entries_carry_the_posix_cksum_of_what_they_hold(tmp_path: Path) -> None:
+    """The BOM records per file what coreutils' ``cksum`` prints for its bytes, and per
+    symbolic link for its target text (as Apple's mkbom does): checked against ``cksum``."""
+    root = tmp_path / "root"
+    (root / "opt").mkdir(parents=True)
+    (root / "opt" / "empty").write_bytes(b"")
+    (root / "opt" / "data").write_bytes(os.urandom(3 * 1024 * 1024 + 17))  # several chunks
+    (root / "opt" / "link").symlink_to("data")
+    entries = {e.name: e for e in write_cpio_gz(root, tmp_path / "Payload", mtime=0)}
+
+    def cksum(data: bytes) -> tuple[int, int]:
+        out = subprocess.run(["cksum"], input=data, capture_output=True, check=True).stdout
+        crc, size = out.split()[:2]
+        return int(crc), int(size)
+
+    for name in ("./opt/empty", "./opt/data"):
+        data = (root / name).read_bytes()
+        assert (entries[name].cksum, entries[name].size) == cksum(data), name
+    link = entries["./opt/link"]
+    assert (link.kind, link.link) == ("symlink", "data")
+    assert (link.cksum, link.size) == cksum(b"data")

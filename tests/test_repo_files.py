@@ -52,3 +52,17 @@ def test_target_names_accepted(name: str) -> None:
 def test_target_names_refused(name: str) -> None:
     with pytest.raises(UsageError, match="--name"):
         check_name(name)
+
+
+def test_atomic_write_that_fails_leaves_the_old_file_and_no_temp(tmp_path: Path) -> None:
+    """The rename fails (a directory sits at the name, as a hostile or confused user may put
+    there): the error comes through, and nothing but what was there before remains."""
+    from packager.repo.fsutil import atomic_write
+
+    target = tmp_path / "timestamp.json"
+    target.mkdir()
+    (target / "kept").write_bytes(b"x")
+    with pytest.raises(IsADirectoryError):
+        atomic_write(target, b"{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["timestamp.json"]
+    assert [p.name for p in target.iterdir()] == ["kept"]

@@ -103,3 +103,36 @@ def test_every_template_has_a_golden_case() -> None:
     stems.discard(("linux", "restart"))
     missing = {s for s in stems if not any(c.startswith(f"{s[0]}/") and s[1] in c for c in CASES)}
     assert missing == set()
+
+
+def test_templates_found_from_a_plain_checkout(tmp_path: Path) -> None:
+    """Run from a source tree that was never installed (``PYTHONPATH=checkout``, no
+    ``packager.templates`` package): the top-level templates/ beside packager/ is used."""
+    import shutil
+    import subprocess
+    import sys
+    import sysconfig
+
+    root = Path(__file__).parents[1]
+    shutil.copytree(
+        root / "packager", tmp_path / "packager", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    shutil.copytree(root / "templates", tmp_path / "templates")
+    (tmp_path / "templates" / "linux" / "orbit.service.j2").write_text("from the checkout\n")
+    probe = (
+        "from packager.render import render, templates_dir; "
+        "print(templates_dir()); print(render('linux', 'orbit.service.j2'), end='')"
+    )
+    # -S: no site processing, so no editable-install finder maps packager.templates elsewhere;
+    # the libraries come from site-packages on PYTHONPATH.
+    site = sysconfig.get_paths()["purelib"]
+    out = subprocess.run(
+        [sys.executable, "-S", "-c", probe],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+        env={"PYTHONPATH": f"{tmp_path}:{site}", "PATH": os.environ.get("PATH", "")},
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == f"{tmp_path / 'templates'}\nfrom the checkout\n"

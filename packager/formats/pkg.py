@@ -14,7 +14,6 @@ whatever the payload size. Optional signing (RSA + CMS, as productsign) with app
 
 from __future__ import annotations
 
-import hashlib
 import os
 import plistlib
 from datetime import datetime, timezone
@@ -80,16 +79,6 @@ def launch_daemon(req: BuildRequest) -> dict[str, object]:
         "StandardErrorPath": "/var/log/orbit/orbit.stderr.log",
         "StandardOutPath": "/var/log/orbit/orbit.stdout.log",
     }
-
-
-class _Sha1Sink:
-    def __init__(self) -> None:
-        self.digest = hashlib.sha1()  # noqa: S324 - xar's checksum
-        self.size = 0
-
-    def update(self, data: bytes) -> None:
-        self.digest.update(data)
-        self.size += len(data)
 
 
 class PkgBuilder:

@@ -37,9 +37,3 @@ class Cksum:
         crc = zlib.crc32(bytes(tail).translate(_REVERSE), self._crc)
         register = _reverse32(crc ^ 0xFFFFFFFF)
         return ~register & 0xFFFFFFFF
-
-
-def cksum(data: bytes) -> int:
-    c = Cksum()
-    c.update(data)
-    return c.value()
