@@ -33,6 +33,7 @@ from packager.fetch.progress import download_progress
 from packager.fetch.targets import TargetSelection, fetch_into_directory, installer_version
 from packager.fetch.verify import render_text as render_verify
 from packager.fetch.verify import verify_repository
+from packager.flagsyntax import FleetctlGroup
 from packager.options import BuildRequest
 from packager.repo.durations import parse_duration
 from packager.repo.repository import ROLES, Expirations, PublishResult, UpdateRepository, utcnow
@@ -115,7 +116,10 @@ def _versions_text(result: PublishResult) -> str:
     return ", ".join(f"{role} v{version}" for role, version in result.versions.items())
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=FleetctlGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, "--version", prog_name="orbit-packager")
 def cli() -> None:
     """Build Fleet Orbit (fleetd) installers and manage their TUF update repository."""
@@ -285,8 +289,7 @@ def update_server_options(f: F) -> F:
             show_default=True,
             envvar="ORBIT_PACKAGER_TIMEOUT",
             callback=_timeout,
-            help="Give up when the downloads take longer than this in all (e.g. 10m; 0: no "
-            "limit). Also ORBIT_PACKAGER_TIMEOUT.",
+            help="Give up when the downloads take longer than this in all (e.g. 10m; 0: no limit).",
         ),
     ]
     for option in reversed(options):
@@ -438,9 +441,21 @@ def target_options(f: F) -> F:
             help="CPU architecture (default amd64; universal for pkg).",
         ),
         click.option("--fleet-desktop", is_flag=True, help="Include Fleet Desktop."),
-        click.option("--orbit-channel", default="stable", show_default=True),
-        click.option("--osqueryd-channel", default="stable", show_default=True),
-        click.option("--desktop-channel", default="stable", show_default=True),
+        click.option(
+            "--orbit-channel", default="stable", show_default=True, help="Update channel of orbit."
+        ),
+        click.option(
+            "--osqueryd-channel",
+            default="stable",
+            show_default=True,
+            help="Update channel of osqueryd.",
+        ),
+        click.option(
+            "--desktop-channel",
+            default="stable",
+            show_default=True,
+            help="Update channel of Fleet Desktop.",
+        ),
     ]
     for option in reversed(options):
         f = option(f)
@@ -530,16 +545,49 @@ def _path_option(name: str, help_text: str) -> Callable[[F], F]:
     )
 
 
-@cli.command("package")
+PACKAGE_SECTIONS = {
+    **dict.fromkeys(
+        ("package_type", "arch", "fleet_desktop", "orbit_channel", "osqueryd_channel",
+         "desktop_channel", "identifier"),
+        "Target",
+    ),
+    **dict.fromkeys(
+        ("fleet_url", "enroll_secret", "enroll_secret_file", "fleet_certificate", "insecure",
+         "fleet_tls_client_certificate", "fleet_tls_client_key",
+         "fleet_desktop_alternative_browser_host", "service", "debug", "enable_scripts",
+         "host_identifier", "end_user_email", "osquery_db", "osquery_flagfile",
+         "disable_setup_experience", "bypass_end_user_auth", "use_system_configuration",
+         "disable_keystore"),
+        "Fleet and Orbit settings",
+    ),
+    **dict.fromkeys(
+        ("update_url", "update_roots", "update_tls_certificate", "update_tls_client_certificate",
+         "update_tls_client_key", "update_interval", "disable_updates", "timeout"),
+        "Updates",
+    ),
+    **dict.fromkeys(("sign_pem", "sign_cert", "sign_key", "sign_timestamp_url"), "Signing (pkg)"),
+    **dict.fromkeys(
+        ("outfile", "compression", "cache_dir", "no_cache", "offline", "tooling",
+         "tooling_image", "verbose", "as_json", "help"),
+        "Output and build",
+    ),
+}  # fmt: skip
+
+
+@cli.command("package", sections=PACKAGE_SECTIONS)
 @target_options
 @click.option(
-    "--fleet-url", default="", envvar="ORBIT_PACKAGER_FLEET_URL", help="URL of the Fleet server."
+    "--fleet-url",
+    default="",
+    envvar="ORBIT_PACKAGER_FLEET_URL",
+    help="URL of the Fleet server; host[:port] alone means https://host[:port], as Orbit reads it.",
 )
 @click.option(
     "--enroll-secret",
     default="",
     envvar="ORBIT_PACKAGER_ENROLL_SECRET",
-    help="Enroll secret (or ORBIT_PACKAGER_ENROLL_SECRET; never printed).",
+    help="Enroll secret Orbit enrolls with (never printed; prefer the variable or "
+    "--enroll-secret-file: arguments are visible to other local users).",
 )
 @click.option(
     "--enroll-secret-file",
@@ -552,7 +600,11 @@ def _path_option(name: str, help_text: str) -> Callable[[F], F]:
 @update_server_options
 @_path_option("--fleet-tls-client-certificate", "Client certificate (PEM) for Fleet.")
 @_path_option("--fleet-tls-client-key", "Client key (PEM) for Fleet.")
-@click.option("--fleet-desktop-alternative-browser-host", default="", help="host:port.")
+@click.option(
+    "--fleet-desktop-alternative-browser-host",
+    default="",
+    help="host:port Fleet Desktop opens in the browser instead of the Fleet URL.",
+)
 @click.option(
     "--update-interval",
     default="15m",
@@ -565,7 +617,12 @@ def _path_option(name: str, help_text: str) -> Callable[[F], F]:
     "--service/--no-service", default=True, show_default=True, help="Start Orbit on install."
 )
 @click.option("--debug", is_flag=True, help="Orbit logs at debug level.")
-@click.option("--enable-scripts", is_flag=True, envvar="FLEETCTL_ENABLE_SCRIPTS")
+@click.option(
+    "--enable-scripts",
+    is_flag=True,
+    envvar="FLEETCTL_ENABLE_SCRIPTS",
+    help="Orbit runs scripts sent by Fleet (ORBIT_ENABLE_SCRIPTS).",
+)
 @click.option(
     "--host-identifier",
     default="uuid",
@@ -573,20 +630,41 @@ def _path_option(name: str, help_text: str) -> Callable[[F], F]:
     envvar="FLEETCTL_HOST_IDENTIFIER",
     help="uuid or instance.",
 )
-@click.option("--end-user-email", default="", envvar="FLEETCTL_END_USER_EMAIL")
+@click.option(
+    "--end-user-email",
+    default="",
+    envvar="FLEETCTL_END_USER_EMAIL",
+    help="Email of the host's user, for Fleet's human-to-host mapping (deb, rpm, msi).",
+)
 @click.option(
     "--osquery-db", default="", envvar="FLEETCTL_OSQUERY_DB", help="Absolute osquery DB path."
 )
 @_path_option("--osquery-flagfile", "osquery flags file to embed.")
-@click.option("--disable-setup-experience", is_flag=True)
-@click.option("--bypass-end-user-auth", is_flag=True)
+@click.option(
+    "--disable-setup-experience",
+    is_flag=True,
+    help="Skip Fleet's setup experience on Linux and Windows hosts.",
+)
+@click.option(
+    "--bypass-end-user-auth",
+    is_flag=True,
+    help="Skip the end-user authentication prompt at enrollment (Linux and Windows).",
+)
 @click.option(
     "--identifier", default="com.fleetdm.orbit", show_default=True, help="pkg identifier."
 )
 @click.option(
-    "--use-system-configuration", is_flag=True, envvar="FLEETCTL_USE_SYSTEM_CONFIGURATION"
+    "--use-system-configuration",
+    is_flag=True,
+    envvar="FLEETCTL_USE_SYSTEM_CONFIGURATION",
+    help="pkg: Orbit reads the Fleet URL and enroll secret from a configuration profile.",
 )
-@click.option("--disable-keystore", is_flag=True, envvar="FLEETCTL_DISABLE_KEYSTORE")
+@click.option(
+    "--disable-keystore",
+    is_flag=True,
+    envvar="FLEETCTL_DISABLE_KEYSTORE",
+    help="pkg: Orbit keeps its secrets out of the macOS keychain.",
+)
 @_path_option("--sign-pem", "pkg: PEM holding the signing certificate and private key.")
 @_path_option("--sign-cert", "pkg: signing certificate (PEM), with --sign-key.")
 @_path_option("--sign-key", "pkg: signing private key (PEM), with --sign-cert.")
@@ -631,6 +709,8 @@ def package(package_type: str, as_json: bool, **flags: Any) -> None:
         update_tls_client_key=flags.pop("update_tls_client_key"),
         **flags,
     )
+    for note in request.notes:
+        click.echo(f"orbit-packager: note: {note}", err=True)
     with _cache_errors(request.cache_dir), command_timeout(timeout):
         result = build_package(request)
     if as_json:

@@ -33,6 +33,8 @@ DEFAULT_COMPRESSION = {"deb": "gzip", "rpm": "gzip"}  # older dpkg cannot read z
 _LOOSE_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*(\.[A-Za-z0-9][A-Za-z0-9-]*)+")
 _HOST_PORT = re.compile(r"[A-Za-z0-9.\-\[\]:]+")
+# host[:port][/path] without a scheme: a DNS name or IPv4 address, or a bracketed IPv6 one.
+_BARE_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.\-]*)(:[0-9]{1,5})?(/[^\s]*)?")
 
 
 def has_control_chars(value: str) -> bool:
@@ -172,6 +174,8 @@ class BuildRequest:
     tooling: str = "auto"
     tooling_image: str = DEFAULT_IMAGE
     verbose: bool = False
+    # What was read differently from how it was written (printed by the command line).
+    notes: list[str] = field(default_factory=list, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.enroll_secret_file is not None:
@@ -245,10 +249,16 @@ class BuildRequest:
     def _validate_ours(self) -> None:
         if self.fleet_url:
             check_value(self.fleet_url, "--fleet-url")
+            given = self.fleet_url
+            if _BARE_HOST.fullmatch(given):
+                # fleetctl's own usage says "URL (host:port)", and Orbit prefixes https:// to
+                # such a value; the installer carries the full URL, so every reader agrees.
+                self.fleet_url = "https://" + given
+                self.notes.append(f"--fleet-url {given!r} has no scheme: using {self.fleet_url!r}")
             parts = urlsplit(self.fleet_url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise UsageError(
-                    f"--fleet-url {self.fleet_url!r} is not an http(s) URL",
+                    f"--fleet-url {given!r} is not an http(s) URL",
                     hint="e.g. https://fleet.example.com",
                 )
         if self.enroll_secret:

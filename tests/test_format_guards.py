@@ -400,10 +400,10 @@ def test_flag_and_url_checks_through_the_command_line(
         "file:///etc/passwd",
         "file://fleet.example.com/x",
         "javascript:alert(1)",
-        "fleet.example.com",
-        "fleet.example.com:8080",  # host:port without a scheme: the "scheme" is the host
-        "localhost:8080",
         "//fleet.example.com",
+        "fleet example.com",
+        "-fleet.example.com",
+        "fleet.example.com:99999999",
         "https://",
         "https:///path",
         "ws://fleet.example.com",

@@ -329,7 +329,7 @@ def test_bad_values_refused_before_download(served, tmp_path: Path) -> None:
     before = sum(server.requests.values())
     cases: list[tuple[list[str | Path], str]] = [
         (["--enroll-secret", "line1\nline2"], "--enroll-secret must not contain newlines"),
-        (["--fleet-url", "fleet.example.com"], "is not an http(s) URL"),
+        (["--fleet-url", "ftp://fleet.example.com"], "is not an http(s) URL"),
         (["--outfile", tmp_path / "x.rpm"], "output file must end with .deb for deb packages"),
         (["--host-identifier", "mac"], "--host-identifier=mac is not supported"),
         (["--osquery-db", "relative/db"], "--osquery-db must be an absolute path"),
