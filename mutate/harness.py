@@ -415,6 +415,8 @@ class Runner:
         escalate_seconds: float = 0.0,
     ) -> None:
         self.config = config
+        # Reviewed equivalents still run (a kill shows the entry is stale), never escalated.
+        self.equivalents = set(load_equivalents(config.equivalent_file))
         self.snapshot = snapshot
         self.max_tests = max_tests  # run at most this many selected tests per mutant (0: all)
         # A survivor of the first max_tests runs the rest of its tests, up to this many expected
@@ -586,7 +588,8 @@ class Runner:
             limit = max(300.0, 3 * plan.expected_seconds(args) + 120)
             with ws.mutated(plan.path, mutated):
                 status, seconds, detail, failing = ws.pytest(args, limit, deselect=deselect)
-                more = self._escalation(plan, selected, len(args))
+                reviewed = (mutant.path, mutant.line, mutant.operator) in self.equivalents
+                more = [] if reviewed else self._escalation(plan, selected, len(args))
                 ran = len(args)
                 if status == SURVIVED and more:
                     self._log(
