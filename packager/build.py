@@ -108,6 +108,11 @@ def _output_path(req: BuildRequest) -> tuple[Path, str | None]:
     Only the directory is resolved: a symbolic link at the output path itself is replaced by
     the installer, never followed (in a sticky /tmp it may belong to someone else)."""
     if req.outfile is None:
+        if req.outdir is not None:
+            # Made private: the installer in it holds the enroll secret (fleetctl makes
+            # build/ 0700 the same way).
+            req.outdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            return req.outdir.resolve(), None
         return Path.cwd().resolve(), None
     if req.outfile.is_dir() and not req.outfile.is_symlink():
         raise UsageError(f"--outfile {req.outfile} is a directory")

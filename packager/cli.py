@@ -34,7 +34,7 @@ from packager.fetch.targets import TargetSelection, fetch_into_directory, instal
 from packager.fetch.verify import render_text as render_verify
 from packager.fetch.verify import verify_repository
 from packager.flagsyntax import FleetctlGroup
-from packager.options import BuildRequest
+from packager.options import BuildRequest, fleetctl_only_flags
 from packager.repo.durations import parse_duration
 from packager.repo.repository import ROLES, Expirations, PublishResult, UpdateRepository, utcnow
 from packager.repo.status import render_text, repository_status
@@ -557,7 +557,7 @@ PACKAGE_SECTIONS = {
          "fleet_desktop_alternative_browser_host", "service", "debug", "enable_scripts",
          "host_identifier", "end_user_email", "osquery_db", "osquery_flagfile",
          "disable_setup_experience", "bypass_end_user_auth", "use_system_configuration",
-         "disable_keystore"),
+         "disable_keystore", "fleet_managed_host_identity_certificate", "cpu_quota"),
         "Fleet and Orbit settings",
     ),
     **dict.fromkeys(
@@ -565,16 +565,25 @@ PACKAGE_SECTIONS = {
          "update_tls_client_key", "update_interval", "disable_updates", "timeout"),
         "Updates",
     ),
-    **dict.fromkeys(("sign_pem", "sign_cert", "sign_key", "sign_timestamp_url"), "Signing (pkg)"),
+    **dict.fromkeys(
+        ("sign_pem", "sign_cert", "sign_key", "sign_timestamp_url", "macos_devid_pem_content",
+         "sign_identity", "notarize", "app_store_connect_api_key_id",
+         "app_store_connect_api_key_issuer", "app_store_connect_api_key_content"),
+        "Signing (pkg)",
+    ),
     **dict.fromkeys(
         ("outfile", "compression", "cache_dir", "no_cache", "offline", "tooling",
-         "tooling_image", "verbose", "as_json", "help"),
+         "tooling_image", "verbose", "as_json", "outdir", "native_tooling",
+         "disable_open_folder", "local_wix_dir", "version", "help"),
         "Output and build",
     ),
 }  # fmt: skip
 
 
 @cli.command("package", sections=PACKAGE_SECTIONS)
+@click.version_option(
+    __version__, "--version", prog_name="orbit-packager", help="Show the version and exit."
+)
 @target_options
 @click.option(
     "--fleet-url",
@@ -665,14 +674,85 @@ PACKAGE_SECTIONS = {
     envvar="FLEETCTL_DISABLE_KEYSTORE",
     help="pkg: Orbit keeps its secrets out of the macOS keychain.",
 )
+@click.option(
+    "--fleet-managed-host-identity-certificate",
+    "--fleet-managed-client-certificate",
+    "fleet_managed_host_identity_certificate",
+    is_flag=True,
+    envvar="FLEETCTL_FLEET_MANAGED_HOST_IDENTITY_CERTIFICATE",
+    help="deb, rpm: Orbit signs its requests to Fleet with a TPM-backed key.",
+)
+@click.option(
+    "--cpu-quota",
+    type=int,
+    default=0,
+    help="deb, rpm: the orbit service's systemd CPUQuota, in percent of one CPU (0: 20).",
+)
 @_path_option("--sign-pem", "pkg: PEM holding the signing certificate and private key.")
+@click.option(
+    "--macos-devid-pem-content",
+    default="",
+    envvar="FLEETCTL_MACOS_DEVID_PEM_CONTENT",
+    help="pkg: the Developer ID certificate and private key as PEM text (never printed).",
+)
+@click.option(
+    "--sign-identity",
+    default="",
+    help="Refused: a macOS keychain identity needs productsign; use --sign-pem.",
+)
+@click.option(
+    "--notarize",
+    is_flag=True,
+    help="Refused: notarize the signed pkg with rcodesign or notarytool afterwards.",
+)
+@click.option(
+    "--app-store-connect-api-key-id",
+    default="",
+    envvar="FLEETCTL_APP_STORE_CONNECT_API_KEY_ID",
+    help="For --notarize only (accepted, unused).",
+)
+@click.option(
+    "--app-store-connect-api-key-issuer",
+    default="",
+    envvar="FLEETCTL_APP_STORE_CONNECT_API_KEY_ISSUER",
+    help="For --notarize only (accepted, unused).",
+)
+@click.option(
+    "--app-store-connect-api-key-content",
+    default="",
+    envvar="FLEETCTL_APP_STORE_CONNECT_API_KEY_CONTENT",
+    help="For --notarize only (accepted, unused; never printed).",
+)
 @_path_option("--sign-cert", "pkg: signing certificate (PEM), with --sign-key.")
 @_path_option("--sign-key", "pkg: signing private key (PEM), with --sign-cert.")
 @click.option("--sign-timestamp-url", help="pkg: RFC 3161 timestamp server (default: none).")
 @click.option(
     "--outfile",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Output path (default: fleetctl's file name in the current directory).",
+    help="Output path (default: fleetctl's file name in --outdir).",
+)
+@click.option(
+    "--outdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory for the installer under fleetctl's file name (default: the current "
+    "directory; made private, 0700, when missing).",
+)
+@click.option(
+    "--native-tooling",
+    is_flag=True,
+    envvar="FLEETCTL_NATIVE_TOOLING",
+    help="As fleetctl: nfpm runs on this machine (--tooling native) and the installer goes "
+    "to build/ unless --outfile or --outdir says otherwise.",
+)
+@click.option(
+    "--disable-open-folder",
+    is_flag=True,
+    help="Accepted for fleetctl's scripts: orbit-packager never opens a folder.",
+)
+@click.option(
+    "--local-wix-dir",
+    type=click.Path(path_type=Path),
+    help="Accepted for fleetctl's scripts and unused: MSIs are written without WiX.",
 )
 @click.option(
     "--compression",
@@ -700,6 +780,7 @@ PACKAGE_SECTIONS = {
 def package(package_type: str, as_json: bool, **flags: Any) -> None:
     """Build a fleetd (Orbit) installer, with targets fetched and verified through TUF."""
     timeout = flags.pop("timeout")
+    notes = fleetctl_only_flags(flags)
     if not flags["no_cache"] and flags["cache_dir"] is None:
         flags["cache_dir"] = _default_cache()  # a missing HOME is one clear line
     request = BuildRequest(
@@ -709,7 +790,7 @@ def package(package_type: str, as_json: bool, **flags: Any) -> None:
         update_tls_client_key=flags.pop("update_tls_client_key"),
         **flags,
     )
-    for note in request.notes:
+    for note in [*notes, *request.notes]:
         click.echo(f"orbit-packager: note: {note}", err=True)
     with _cache_errors(request.cache_dir), command_timeout(timeout):
         result = build_package(request)

@@ -125,6 +125,43 @@ def read_secret_file(path: Path) -> str:
     return text
 
 
+def fleetctl_only_flags(flags: dict[str, object]) -> list[str]:
+    """Take fleetctl's flags that have no field here out of ``flags``: refuse the ones that
+    cannot work on this machine, map the others to ours. Returns the notes to print."""
+    if flags.pop("sign_identity", ""):
+        raise UsageError(
+            "--sign-identity names a macOS keychain identity, which only productsign on a Mac "
+            "can use",
+            hint="sign here with --sign-pem (or --sign-cert/--sign-key, or "
+            "--macos-devid-pem-content) holding the Developer ID Installer certificate and key",
+        )
+    if flags.pop("notarize", False):
+        raise UsageError(
+            "--notarize is not supported: orbit-packager does not call Apple's notary service",
+            hint="sign the pkg here, then run `rcodesign notarize --staple FILE.pkg` or "
+            "`xcrun notarytool submit --wait` and `xcrun stapler staple`",
+        )
+    for key in (
+        "app_store_connect_api_key_id",
+        "app_store_connect_api_key_issuer",
+        "app_store_connect_api_key_content",
+    ):
+        flags.pop(key, None)  # fleetctl reads them only for --notarize
+    notes: list[str] = []
+    if flags.pop("disable_open_folder", False):
+        notes.append("--disable-open-folder changes nothing: orbit-packager never opens a folder")
+    if flags.pop("local_wix_dir", None):
+        notes.append("--local-wix-dir is unused: the MSI is written by orbit-packager, no WiX")
+    if flags.pop("native_tooling", False):
+        if flags.get("tooling") == "docker":
+            raise UsageError("--native-tooling and --tooling docker contradict each other")
+        flags["tooling"] = "native"
+        if flags.get("outfile") is None and flags.get("outdir") is None:
+            flags["outdir"] = Path("build")
+            notes.append("--native-tooling: the installer goes to build/, as fleetctl puts it")
+    return notes
+
+
 @dataclass
 class BuildRequest:
     """Everything ``package`` needs, validated. Field names follow fleetctl's flags."""
@@ -162,11 +199,16 @@ class BuildRequest:
     identifier: str = "com.fleetdm.orbit"
     use_system_configuration: bool = False
     disable_keystore: bool = False
+    fleet_managed_host_identity_certificate: bool = False
+    cpu_quota: int = 0  # percent of one CPU for the systemd unit; 0: fleetctl's 20
     sign_pem: Path | None = None
+    # fleetctl's --macos-devid-pem-content: a Developer ID certificate and key, as text.
+    macos_devid_pem_content: str = field(default="", repr=False)
     sign_cert: Path | None = None
     sign_key: Path | None = None
     sign_timestamp_url: str | None = None
     outfile: Path | None = None
+    outdir: Path | None = None  # where fleetctl's file name goes (default: the current dir)
     compression: str | None = None
     cache_dir: Path | None = None
     no_cache: bool = False
@@ -205,6 +247,17 @@ class BuildRequest:
             )
         if self.fleet_tls_client_certificate and self.fleet_tls_client_key:
             _check_key_pair(self.fleet_tls_client_certificate, self.fleet_tls_client_key, "fleet")
+        if self.fleet_managed_host_identity_certificate:
+            if self.type not in LINUX_TYPES:
+                raise UsageError(
+                    "--fleet-managed-host-identity-certificate is only supported for "
+                    "deb/rpm/pkg.tar.zst packages"
+                )
+            if self.fleet_tls_client_certificate:
+                raise UsageError(
+                    "--fleet-managed-host-identity-certificate and "
+                    "--fleet-tls-client-certificate may not be provided together"
+                )
         if bool(self.update_tls_client_certificate) != bool(self.update_tls_client_key):
             raise UsageError(
                 "must specify both update-tls-client-certificate and update-tls-client-key"
@@ -292,8 +345,33 @@ class BuildRequest:
             raise UsageError("give either --sign-pem or --sign-cert with --sign-key, not both")
         if bool(self.sign_cert) != bool(self.sign_key):
             raise UsageError("--sign-cert and --sign-key go together")
-        if self.sign_timestamp_url and not (self.sign_pem or self.sign_cert):
+        if self.macos_devid_pem_content:
+            if self.type != "pkg":
+                raise UsageError("--macos-devid-pem-content signs pkg installers only")
+            if self.sign_pem or self.sign_cert:
+                raise UsageError(
+                    "give --macos-devid-pem-content or --sign-pem/--sign-cert, not both"
+                )
+            if "-----BEGIN " not in self.macos_devid_pem_content:
+                raise UsageError(
+                    "--macos-devid-pem-content holds no PEM block",
+                    hint="it takes the PEM text itself (certificate and private key), "
+                    "e.g. from FLEETCTL_MACOS_DEVID_PEM_CONTENT",
+                )
+        signed = self.sign_pem or self.sign_cert or self.macos_devid_pem_content
+        if self.sign_timestamp_url and not signed:
             raise UsageError("--sign-timestamp-url needs --sign-pem or --sign-cert/--sign-key")
+        if not 0 <= self.cpu_quota <= 100_000:
+            raise UsageError(
+                f"--cpu-quota {self.cpu_quota} is out of range",
+                hint="a percentage of one CPU, 1 to 100000 (0: the default, 20)",
+            )
+        if self.cpu_quota and self.type not in LINUX_TYPES:
+            self.notes.append(
+                f"--cpu-quota sets the systemd unit of deb/rpm: unused for {self.type}"
+            )
+        if self.outfile is not None and self.outdir is not None:
+            raise UsageError("give --outfile or --outdir, not both")
         if self.update_interval < timedelta(seconds=1):
             raise UsageError("--update-interval must be at least 1s")
         if self.compression is not None:

@@ -30,6 +30,7 @@ REQUEST = BuildRequest(
     fleet_desktop=True,
     enable_scripts=True,
     end_user_email="it@example.com",
+    fleet_managed_host_identity_certificate=True,
 )
 
 
@@ -48,7 +49,12 @@ CASES: dict[str, Callable[[], str]] = {
     "linux/orbit.env": lambda: render(
         "linux", "orbit.env.j2", env=orbit_env(REQUEST), tool_version="1.2.3"
     ),
-    "linux/orbit.service": lambda: render("linux", "orbit.service.j2", orbit_root=ORBIT_ROOT),
+    "linux/orbit.service": lambda: render(
+        "linux", "orbit.service.j2", orbit_root=ORBIT_ROOT, cpu_quota=20
+    ),
+    "linux/orbit-cpu-quota-150.service": lambda: render(
+        "linux", "orbit.service.j2", orbit_root=ORBIT_ROOT, cpu_quota=150
+    ),
     **{
         f"linux/{fmt}-{name}{'' if service else '-no-service'}.sh": _linux_script(
             name, fmt, service

@@ -73,6 +73,11 @@ def orbit_env(req: BuildRequest) -> list[tuple[str, str]]:
         (req.host_identifier != "uuid", "ORBIT_HOST_IDENTIFIER", req.host_identifier),
         (bool(req.osquery_db), "ORBIT_OSQUERY_DB", req.osquery_db),
         (bool(req.end_user_email), "ORBIT_END_USER_EMAIL", req.end_user_email),
+        (
+            req.fleet_managed_host_identity_certificate,
+            "ORBIT_FLEET_MANAGED_HOST_IDENTITY_CERTIFICATE",
+            "true",
+        ),
         (req.disable_setup_experience, "ORBIT_DISABLE_SETUP_EXPERIENCE", "true"),
         (req.bypass_end_user_auth, "ORBIT_BYPASS_END_USER_AUTH", "true"),
     ]
@@ -137,7 +142,11 @@ class LinuxBuilder:
 
         unit = root / "usr/lib/systemd/system/orbit.service"
         unit.parent.mkdir(parents=True, exist_ok=True)
-        unit.write_text(render("linux", "orbit.service.j2", orbit_root=ORBIT_ROOT))
+        unit.write_text(
+            render(
+                "linux", "orbit.service.j2", orbit_root=ORBIT_ROOT, cpu_quota=req.cpu_quota or 20
+            )
+        )
         unit.chmod(PUBLIC_MODE)
         payload.add(Entry("/usr/lib/systemd/system/orbit.service", "file", PUBLIC_MODE, unit))
 

@@ -94,7 +94,7 @@ class PkgBuilder:
         return "fleet-osquery.pkg"
 
     def preflight(self, request: BuildRequest) -> None:
-        if request.sign_pem or request.sign_cert:
+        if request.sign_pem or request.sign_cert or request.macos_devid_pem_content:
             import apple_platform  # noqa: F401 - fail early if the signing engine is missing
 
     def build(self, ctx: BuildContext, output: Path) -> None:
@@ -147,17 +147,25 @@ class PkgBuilder:
             XarMember("base.pkg/Scripts", base / "Scripts"),
         ]
         write_xar(output, members, timestamp=ctx.source_date_epoch)
-        if req.sign_pem or req.sign_cert:
+        if req.macos_devid_pem_content:
+            # The signing engine reads PEM files only: the text goes to a file created 0600
+            # in the build's private directory, removed with it on every exit path.
+            pem = ctx.stage / "devid.pem"
+            fd = os.open(pem, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(req.macos_devid_pem_content)
+            sign_pkg(output, req, ctx.source_date_epoch, pem=pem)
+        elif req.sign_pem or req.sign_cert:
             sign_pkg(output, req, ctx.source_date_epoch)
 
 
-def sign_pkg(pkg: Path, req: BuildRequest, timestamp: int | None) -> None:
+def sign_pkg(pkg: Path, req: BuildRequest, timestamp: int | None, pem: Path | None = None) -> None:
     """RSA + CMS signature over the TOC checksum (what productsign writes), on any OS."""
     from apple_platform import errors, signing
     from apple_platform.models import PemKey, Signer
 
     files: list[str | bytes | os.PathLike[str] | os.PathLike[bytes]] = [
-        p for p in (req.sign_pem, req.sign_cert, req.sign_key) if p is not None
+        p for p in (pem or req.sign_pem, req.sign_cert, req.sign_key) if p is not None
     ]
     signing_time = (
         datetime.fromtimestamp(timestamp, tz=timezone.utc) if timestamp is not None else None
