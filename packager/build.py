@@ -14,7 +14,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +23,12 @@ from packager.errors import UsageError
 from packager.fetch.client import UpdateClient, default_cache_dir, load_trusted_root
 from packager.fetch.http import HttpOptions
 from packager.fetch.progress import download_progress
-from packager.fetch.targets import TargetSelection, fetch_agent_targets, installer_version
+from packager.fetch.targets import (
+    FetchedTarget,
+    TargetSelection,
+    fetch_agent_targets,
+    installer_version,
+)
 from packager.formats.base import BuildContext, Builder
 from packager.formats.deb_rpm import LinuxBuilder
 from packager.formats.msi import MsiBuilder
@@ -31,7 +36,7 @@ from packager.formats.pkg import PkgBuilder
 from packager.layout import target_summary, write_orbit_root
 from packager.options import BuildRequest
 from packager.repo.fsutil import place_private_file
-from packager.tooling import DockerTooling, select_tooling
+from packager.tooling import DockerTooling, Tooling, select_tooling
 
 OUTPUT_MODE = 0o600
 
@@ -120,49 +125,129 @@ def _output_path(req: BuildRequest) -> tuple[Path, str | None]:
 
 
 def build_package(req: BuildRequest, *, progress: bool | None = None) -> BuildResult:
-    builder = builder_for(req.type)
-    builder.preflight(req)
-    # Before any download: the tools (or the Docker image) must be there.
-    tooling = select_tooling(
-        req.tooling, req.tooling_image, builder.external_tools, builder.install_hint
-    )
+    return build_packages([req], progress=progress)[0]
+
+
+@dataclass
+class _Job:
+    """One installer of a run: what was asked, who builds it, where it goes."""
+
+    request: BuildRequest
+    builder: Builder
+    tooling: Tooling
+    out_dir: Path
+    out_name: str | None
+
+
+@dataclass
+class _Staged:
+    """A job with its verified targets staged: ready to build into ``built``."""
+
+    job: _Job
+    ctx: BuildContext
+    built: Path
+    final: Path
+
+
+def build_packages(
+    requests: Sequence[BuildRequest], *, progress: bool | None = None
+) -> list[BuildResult]:
+    """Build one installer per request. The requests come from one command line, so they share
+    the update server, trusted root and cache: one TUF refresh, and each target downloaded
+    once (the client's verified cache serves it to the other installers). Builds run in
+    parallel, each in its own private stage; the installers are put in place only once every
+    build succeeded, so a failure leaves no output at all."""
+    first = requests[0]
+    jobs: list[_Job] = []
+    for req in requests:
+        builder = builder_for(req.type)
+        builder.preflight(req)
+        # Before any download: the tools (or the Docker image) must be there.
+        tooling = select_tooling(
+            req.tooling, req.tooling_image, builder.external_tools, builder.install_hint
+        )
+        out_dir, out_name = _output_path(req)
+        if not out_dir.is_dir():
+            raise UsageError(f"output directory {out_dir} does not exist")
+        if not os.access(out_dir, os.W_OK):
+            raise UsageError(f"output directory {out_dir} is not writable")
+        jobs.append(_Job(req, builder, tooling, out_dir, out_name))
     sde = source_date_epoch()
-    out_dir, out_name = _output_path(req)
-    if not out_dir.is_dir():
-        raise UsageError(f"output directory {out_dir} does not exist")
-    if not os.access(out_dir, os.W_OK):
-        raise UsageError(f"output directory {out_dir} is not writable")
-    roots = load_trusted_root(req.update_url, req.update_roots)
+    roots = load_trusted_root(first.update_url, first.update_roots)
     http = HttpOptions(
-        ca_bundle=req.update_tls_certificate,
-        client_cert=req.update_tls_client_certificate,
-        client_key=req.update_tls_client_key,
+        ca_bundle=first.update_tls_certificate,
+        client_cert=first.update_tls_client_certificate,
+        client_key=first.update_tls_client_key,
     )
-    cache = None if req.no_cache else (req.cache_dir or default_cache_dir())
-    selection = TargetSelection(
-        req.type,
-        req.arch or "amd64",
-        req.orbit_channel,
-        req.osqueryd_channel,
-        req.desktop_channel,
-        req.fleet_desktop,
-    )
-    with private_directory("orbit-packager-build-") as stage:
-        orbit_root = builder.orbit_root(stage)
+    cache = None if first.no_cache else (first.cache_dir or default_cache_dir())
+    with private_directory("orbit-packager-build-") as top:
+        staged: list[tuple[_Job, Path, list[FetchedTarget]]] = []
         with UpdateClient(
-            req.update_url, roots, cache_dir=cache, http=http, offline=req.offline
+            first.update_url, roots, cache_dir=cache, http=http, offline=first.offline
         ) as client:
             with download_progress(client.http, enabled=progress):
-                fetched = fetch_agent_targets(client, selection, orbit_root)
+                for index, job in enumerate(jobs):
+                    stage = top / f"{index}-{job.request.type}"
+                    stage.mkdir(mode=0o700)
+                    selection = TargetSelection(
+                        job.request.type,
+                        job.request.arch or "amd64",
+                        job.request.orbit_channel,
+                        job.request.osqueryd_channel,
+                        job.request.desktop_channel,
+                        job.request.fleet_desktop,
+                    )
+                    orbit_root = job.builder.orbit_root(stage)
+                    staged.append((job, stage, fetch_agent_targets(client, selection, orbit_root)))
             trusted = client.trusted_metadata()
-        version = installer_version(fetched)
-        write_orbit_root(req, orbit_root, trusted, write_secret_file=builder.writes_secret_file)
-        ctx = BuildContext(req, version, stage, fetched, sde, tooling, verbose=req.verbose)
-        name = builder.default_filename(req, version)
-        built = stage / "out" / name
-        built.parent.mkdir(mode=0o700)
-        builder.build(ctx, built)
-        final = out_dir / (out_name or name)
-        size, sha = place_private_file(built, final, mode=OUTPUT_MODE, commit=_result_in_place)
-        used = f"docker:{tooling.image}" if isinstance(tooling, DockerTooling) else "native"
-        return BuildResult(final, sha, size, version, req.type, target_summary(fetched), used)
+        ready: list[_Staged] = []
+        for job, stage, fetched in staged:
+            req, builder = job.request, job.builder
+            version = installer_version(fetched)
+            secret_file = builder.writes_secret_file
+            write_orbit_root(req, builder.orbit_root(stage), trusted, write_secret_file=secret_file)
+            ctx = BuildContext(req, version, stage, fetched, sde, job.tooling, verbose=req.verbose)
+            name = builder.default_filename(req, version)
+            final = job.out_dir / (job.out_name or name)
+            ready.append(_Staged(job, ctx, stage / "out" / name, final))
+        finals = [r.final for r in ready]
+        for final in finals:
+            if finals.count(final) > 1:
+                raise UsageError(f"two installers of this run would both be written to {final}")
+        _run_builds(ready)
+        results = []
+        for r in ready:
+            size, sha = place_private_file(
+                r.built, r.final, mode=OUTPUT_MODE, commit=_result_in_place
+            )
+            ran = r.job.tooling
+            used = f"docker:{ran.image}" if isinstance(ran, DockerTooling) else "native"
+            summary = target_summary(r.ctx.fetched)
+            results.append(
+                BuildResult(r.final, sha, size, r.ctx.version, r.job.request.type, summary, used)
+            )
+        return results
+
+
+def _build_one(staged: _Staged) -> None:
+    staged.built.parent.mkdir(mode=0o700)
+    staged.job.builder.build(staged.ctx, staged.built)
+
+
+def _run_builds(jobs: list[_Staged]) -> None:
+    """Every build, in parallel where there are cores (nfpm runs as a child process; the pkg and
+    msi writers spend most of their time in zlib, which releases the GIL)."""
+    if len(jobs) == 1:
+        _build_one(jobs[0])
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1))
+    futures = [pool.submit(_build_one, job) for job in jobs]
+    try:
+        for future in futures:
+            future.result()  # the first failure, in the order the types were given
+    finally:
+        # On a failure or a signal, builds not started never start; running ones finish in
+        # their stages, which the caller then removes.
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import math
 import os
@@ -19,7 +20,7 @@ from typing import Any, TypeVar
 import click
 
 from packager import __version__, signals
-from packager.build import build_package
+from packager.build import build_packages
 from packager.errors import EXIT_CHECK_FAILED, EXIT_OK, PackagerError, UsageError
 from packager.fetch.client import (
     EXIT_FETCH,
@@ -34,7 +35,7 @@ from packager.fetch.targets import TargetSelection, fetch_into_directory, instal
 from packager.fetch.verify import render_text as render_verify
 from packager.fetch.verify import verify_repository
 from packager.flagsyntax import FleetctlGroup
-from packager.options import BuildRequest, fleetctl_only_flags
+from packager.options import PACKAGE_TYPES, BuildRequest, fleetctl_only_flags
 from packager.repo.durations import parse_duration
 from packager.repo.repository import ROLES, Expirations, PublishResult, UpdateRepository, utcnow
 from packager.repo.status import render_text, repository_status
@@ -425,15 +426,37 @@ def verify(
     sys.exit(EXIT_OK if not report.problems else EXIT_CHECK_FAILED)
 
 
-def target_options(f: F) -> F:
+class _TypeList(click.ParamType[tuple[str, ...]]):
+    """``deb``, ``deb,rpm,msi`` or ``all``: the installer types of one run, in order."""
+
+    name = "TYPE[,TYPE...]|all"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[str, ...]:
+        if isinstance(value, tuple):
+            return value
+        text = str(value).strip()
+        types = PACKAGE_TYPES if text == "all" else tuple(t.strip() for t in text.split(","))
+        for kind in types:
+            if kind not in PACKAGE_TYPES:
+                self.fail(f"{kind!r} is not one of {', '.join(PACKAGE_TYPES)} (or all)", param, ctx)
+        if len(set(types)) != len(types):
+            self.fail(f"{text!r} names a type twice", param, ctx)
+        return types
+
+
+def target_options(f: F, *, several: bool = False) -> F:
     """Which installer and which targets: shared by `fetch` and `package`."""
     options = [
         click.option(
             "--type",
             "package_type",
             required=True,
-            type=click.Choice(["deb", "rpm", "pkg", "msi"]),
-            help="Installer type.",
+            type=_TypeList() if several else click.Choice(list(PACKAGE_TYPES)),
+            help="Installer types, comma-separated, or all (one installer each, from one fetch)."
+            if several
+            else "Installer type.",
         ),
         click.option(
             "--arch",
@@ -584,7 +607,7 @@ PACKAGE_SECTIONS = {
 @click.version_option(
     __version__, "--version", prog_name="orbit-packager", help="Show the version and exit."
 )
-@target_options
+@functools.partial(target_options, several=True)
 @click.option(
     "--fleet-url",
     default="",
@@ -777,26 +800,39 @@ PACKAGE_SECTIONS = {
 )
 @click.option("--verbose", is_flag=True, help="Show the build steps on stderr.")
 @json_option
-def package(package_type: str, as_json: bool, **flags: Any) -> None:
-    """Build a fleetd (Orbit) installer, with targets fetched and verified through TUF."""
+def package(package_type: tuple[str, ...], as_json: bool, **flags: Any) -> None:
+    """Build fleetd (Orbit) installers, with targets fetched and verified through TUF."""
     timeout = flags.pop("timeout")
     notes = fleetctl_only_flags(flags)
+    if len(package_type) > 1 and flags["outfile"] is not None:
+        raise UsageError(
+            "--outfile names one installer; with several types use --outdir",
+            hint="each installer gets fleetctl's file name there",
+        )
     if not flags["no_cache"] and flags["cache_dir"] is None:
         flags["cache_dir"] = _default_cache()  # a missing HOME is one clear line
-    request = BuildRequest(
-        type=package_type,
-        update_tls_certificate=flags.pop("update_tls_certificate"),
-        update_tls_client_certificate=flags.pop("update_tls_client_certificate"),
-        update_tls_client_key=flags.pop("update_tls_client_key"),
-        **flags,
-    )
-    for note in [*notes, *request.notes]:
+    update_tls = {
+        key: flags.pop(key)
+        for key in (
+            "update_tls_certificate",
+            "update_tls_client_certificate",
+            "update_tls_client_key",
+        )
+    }
+    requests = [BuildRequest(type=kind, **update_tls, **flags) for kind in package_type]
+    for note in dict.fromkeys([*notes, *(n for r in requests for n in r.notes)]):
         click.echo(f"orbit-packager: note: {note}", err=True)
-    with _cache_errors(request.cache_dir), command_timeout(timeout):
-        result = build_package(request)
+    with _cache_errors(requests[0].cache_dir), command_timeout(timeout):
+        results = build_packages(requests)
     if as_json:
-        click.echo(json.dumps(result.to_json(), indent=2, sort_keys=True))
-    else:
+        data = (
+            results[0].to_json()
+            if len(results) == 1
+            else {"installers": [r.to_json() for r in results]}
+        )
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+        return
+    for result in results:
         click.echo(
             f"Generated {result.path} ({result.package_type}, fleet-osquery {result.version}, "
             f"{result.size} bytes, sha256 {result.sha256})"
