@@ -452,9 +452,10 @@ def target_options(f: F, *, several: bool = False) -> F:
         click.option(
             "--type",
             "package_type",
-            required=True,
+            required=not several,  # package: or --config
             type=_TypeList() if several else click.Choice(list(PACKAGE_TYPES)),
-            help="Installer types, comma-separated, or all (one installer each, from one fetch)."
+            help="Installer types, comma-separated, or all (one installer each, from one "
+            "fetch). Required unless --config."
             if several
             else "Installer type.",
         ),
@@ -597,7 +598,7 @@ PACKAGE_SECTIONS = {
     **dict.fromkeys(
         ("outfile", "compression", "cache_dir", "no_cache", "offline", "tooling",
          "tooling_image", "verbose", "as_json", "outdir", "native_tooling",
-         "disable_open_folder", "local_wix_dir", "version", "help"),
+         "disable_open_folder", "local_wix_dir", "config_file", "version", "help"),
         "Output and build",
     ),
 }  # fmt: skip
@@ -799,27 +800,29 @@ PACKAGE_SECTIONS = {
     help="Docker image for --tooling docker/auto (build it with `make docker-image`).",
 )
 @click.option("--verbose", is_flag=True, help="Show the build steps on stderr.")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Build every installer of a TOML matrix ([[build]] tables: type, arch, fleet-url, "
+    "enroll-secret-env or enroll-secret-file, any flag) from one fetch.",
+)
 @json_option
-def package(package_type: tuple[str, ...], as_json: bool, **flags: Any) -> None:
+def package(
+    package_type: tuple[str, ...] | None,
+    config_file: Path | None,
+    as_json: bool,
+    **flags: Any,
+) -> None:
     """Build fleetd (Orbit) installers, with targets fetched and verified through TUF."""
     timeout = flags.pop("timeout")
-    notes = fleetctl_only_flags(flags)
-    if len(package_type) > 1 and flags["outfile"] is not None:
-        raise UsageError(
-            "--outfile names one installer; with several types use --outdir",
-            hint="each installer gets fleetctl's file name there",
-        )
-    if not flags["no_cache"] and flags["cache_dir"] is None:
-        flags["cache_dir"] = _default_cache()  # a missing HOME is one clear line
-    update_tls = {
-        key: flags.pop(key)
-        for key in (
-            "update_tls_certificate",
-            "update_tls_client_certificate",
-            "update_tls_client_key",
-        )
-    }
-    requests = [BuildRequest(type=kind, **update_tls, **flags) for kind in package_type]
+    if config_file is not None:
+        requests = _matrix_requests(config_file, package_type, flags)
+        notes: list[str] = []
+    else:
+        if not package_type:
+            raise click.UsageError("Missing option '--type'.")
+        requests, notes = _command_line_requests(package_type, flags)
     for note in dict.fromkeys([*notes, *(n for r in requests for n in r.notes)]):
         click.echo(f"orbit-packager: note: {note}", err=True)
     with _cache_errors(requests[0].cache_dir), command_timeout(timeout):
@@ -827,7 +830,7 @@ def package(package_type: tuple[str, ...], as_json: bool, **flags: Any) -> None:
     if as_json:
         data = (
             results[0].to_json()
-            if len(results) == 1
+            if len(results) == 1 and config_file is None
             else {"installers": [r.to_json() for r in results]}
         )
         click.echo(json.dumps(data, indent=2, sort_keys=True))
@@ -837,6 +840,45 @@ def package(package_type: tuple[str, ...], as_json: bool, **flags: Any) -> None:
             f"Generated {result.path} ({result.package_type}, fleet-osquery {result.version}, "
             f"{result.size} bytes, sha256 {result.sha256})"
         )
+
+
+def _matrix_requests(
+    config_file: Path, package_type: tuple[str, ...] | None, flags: dict[str, Any]
+) -> list[BuildRequest]:
+    """With --config the builds come from the file; the command line may only set what the
+    whole run shares (update server, cache, tooling)."""
+    from click.core import ParameterSource
+
+    from packager.matrix import SHARED, load_matrix
+
+    ctx = click.get_current_context()
+    if package_type:
+        raise UsageError("with --config, each [[build]] names its type: drop --type")
+    given: dict[str, Any] = {}
+    for name, value in flags.items():
+        if ctx.get_parameter_source(name) != ParameterSource.COMMANDLINE:
+            continue
+        if name not in SHARED:
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(
+                f"with --config, {flag} belongs in the file ([defaults] or a [[build]])"
+            )
+        given[name] = value
+    return load_matrix(config_file, given, _default_cache)
+
+
+def _command_line_requests(
+    package_type: tuple[str, ...], flags: dict[str, Any]
+) -> tuple[list[BuildRequest], list[str]]:
+    notes = fleetctl_only_flags(flags)
+    if len(package_type) > 1 and flags["outfile"] is not None:
+        raise UsageError(
+            "--outfile names one installer; with several types use --outdir",
+            hint="each installer gets fleetctl's file name there",
+        )
+    if not flags["no_cache"] and flags["cache_dir"] is None:
+        flags["cache_dir"] = _default_cache()  # a missing HOME is one clear line
+    return [BuildRequest(type=kind, **flags) for kind in package_type], notes
 
 
 def main(argv: list[str] | None = None) -> None:

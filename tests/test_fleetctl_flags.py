@@ -241,7 +241,7 @@ def test_devid_pem_content_signs_as_sign_pem_does(
     repo, server = served
     tmp = tmp_path / "tmp"
     tmp.mkdir()
-    common = [
+    common: list[str | Path] = [
         "package", "--type", "pkg", "--update-url", server.url,
         "--update-roots", repo / "repository/root.json", "--no-cache",
         "--fleet-url", "https://fleet.example.com", "--enroll-secret", "s",
