@@ -89,7 +89,8 @@ def load_matrix(
             hint="the file holds [defaults] and [[build]] tables",
         )
     base = path.parent
-    defaults = _settings(data.get("defaults", {}), "[defaults]", base, allow_shared=True)
+    raw_defaults = data.get("defaults", {})
+    defaults = _settings(raw_defaults, "[defaults]", base, allow_shared=True)
     builds = data.get("build", [])
     if not isinstance(builds, list) or not builds:
         raise UsageError(f"--config {path} lists no [[build]]")
@@ -110,7 +111,8 @@ def load_matrix(
             **{k: v for k, v in defaults.items() if k not in SHARED},
             **_settings(raw, where, base, allow_shared=False),
         }
-        types = _types(raw.get("type", defaults.get("type")), where)
+        default_type = raw_defaults.get("type") if isinstance(raw_defaults, dict) else None
+        types = _types(raw.get("type", default_type), where)
         secret_env = settings.pop("enroll_secret_env", None)
         if secret_env is not None:
             if "enroll_secret_file" in settings:
@@ -166,6 +168,8 @@ def _settings(raw: object, where: str, base: Path, *, allow_shared: bool) -> dic
                 f"{where}: {flag} is shared by every build of the run (one fetch serves them)",
                 hint="set it in [defaults] or on the command line",
             )
+        if name == "update_roots" and isinstance(value, str) and not value.lstrip().startswith("{"):
+            value = str(base / value)  # a file, relative to the config file like every path
         out[name] = _convert(value, _FIELDS[name], f"{where}: {flag}", base)
     return out
 
@@ -185,6 +189,4 @@ def _convert(value: object, kind: str, what: str, base: Path) -> object:
         raise UsageError(f"{what} must be a string")
     if kind.startswith("Path"):
         return base / value
-    if what.endswith("update-roots") and not value.lstrip().startswith("{"):
-        return str(base / value)  # a file, relative to the config file like every path
     return value

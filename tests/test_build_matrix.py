@@ -99,6 +99,8 @@ def test_matrix_of_teams_from_one_fetch(served: tuple[Path, FaultServer], tmp_pa
         ('[[build]]\ntype = "deb"\ndebug = "yes"\n', [], "[[build]] 1: debug must be true or false"),
         ('[[build]]\ntype = "deb"\n[[build]]\ntype = "msi"\nend-user-email = "x"\n', [],
          "[[build]] 2 (msi): Invalid email address specified for --end-user-email."),
+        ('type = "deb"\n[[build]]\nend-user-email = "x"\n', [],
+         "[[build]] 1 (deb): Invalid email address"),  # the type from [defaults]
         ("[[build]\n", [], "is not valid TOML"),
         ("", [], "lists no [[build]]"),
     ],
