@@ -18,6 +18,7 @@ import tarfile
 import tempfile
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -167,7 +168,7 @@ class FaultServer:
     "500-once" (one 500, then normal), an HTTP status code, "drip:S" (the file's headers, then
     one byte every S seconds), "drop" / "drop-once" (the full Content-Length, half the body, then
     the connection closes), "retry-after:V" / "retry-after-once:V" (503 with ``Retry-After: V``), "gzip" (the file
-    gzip-compressed with ``Content-Encoding: gzip``)."""
+    gzip-compressed with ``Content-Encoding: gzip``), "gzip-bomb" (256 MiB of zeros, gzip'd)."""
 
     def __init__(self, directory: Path, tls: ssl.SSLContext | None = None) -> None:
         self.directory = directory
@@ -217,6 +218,20 @@ class FaultServer:
                         else:
                             self.wfile.write(data[: len(data) // 2])
                             owner.bytes_served[path] += len(data) // 2
+                    self.close_connection = True
+                    return
+                if fault == "gzip-bomb":  # 256 MiB of zeros in about 256 KiB of gzip
+                    self.send_response(200)
+                    self.send_header("Content-Encoding", "gzip")
+                    self.end_headers()
+                    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+                    zeros = bytes(1 << 20)
+                    with contextlib.suppress(OSError):
+                        for _ in range(256):
+                            piece = packer.compress(zeros)
+                            self.wfile.write(piece)
+                            owner.bytes_served[path] += len(piece)
+                        self.wfile.write(packer.flush())
                     self.close_connection = True
                     return
                 if fault == "gzip":  # what a CDN with compression on sends for JSON

@@ -311,3 +311,43 @@ def test_broken_http_answers_are_fetch_errors(repo: Path, answer: bytes) -> None
     message = str(err.value)
     assert RAW_ANSWERS[answer] in message and f"{url}/2.root.json" in message, message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize("path", ["/timestamp.json", f"/targets/{TARGET}"])
+def test_gzip_bomb_is_refused_in_bounded_memory(repo: Path, tmp_path: Path, path: str) -> None:
+    """A malicious server sends 256 MiB of zeros gzip'd into about 256 KiB: the client stops at
+    the length the metadata (or python-tuf's cap for timestamp.json) allows, and its memory
+    does not follow the decoded size (measured in a child process of its own)."""
+    import subprocess
+    import sys
+
+    server = FaultServer(repo / "repository")
+    try:
+        server.faults[path] = "gzip-bomb"
+        probe = (
+            "import resource, sys\n"
+            "from pathlib import Path\n"
+            "from packager.errors import PackagerError\n"
+            "from packager.fetch.client import UpdateClient\n"
+            "root = Path(sys.argv[2]).read_bytes()\n"
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "with UpdateClient(sys.argv[1], root, cache_dir=None) as client:\n"
+            "    try:\n"
+            "        client.fetch(sys.argv[3], Path(sys.argv[4]))\n"
+            "        print('fetched')\n"
+            "    except PackagerError as exc:\n"
+            "        print('refused:', exc)\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", probe, server.url, str(repo / "repository/1.root.json"),
+             TARGET, str(tmp_path / "orbit")],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+    finally:
+        server.close()
+    assert out.returncode == 0, out.stderr
+    verdict, grown_kib = out.stdout.strip().splitlines()
+    assert verdict.startswith("refused:"), verdict
+    assert int(grown_kib) < 64 * 1024, f"peak memory grew by {int(grown_kib) // 1024} MiB"
+    assert not (tmp_path / "orbit").exists()

@@ -194,3 +194,20 @@ def test_download_dir_that_refuses_new_entries(
     )
     assert out.stderr.count("\n") == 1
     assert "Traceback" not in out.stderr
+
+
+def test_a_refused_download_dir_leaves_no_descriptor_open() -> None:
+    """The library in a long-lived process (a CI runner, a service): the refusal above closes
+    the directory it had opened."""
+    import os
+
+    from packager.errors import PackagerError
+    from packager.fetch.verify import DownloadDir
+
+    if not os.path.ismount("/sys"):
+        pytest.skip("/sys is not a mounted sysfs here: no directory refuses mkdir to root")
+    before = sorted(p.name for p in Path("/proc/self/fd").iterdir())
+    for _ in range(3):
+        with pytest.raises(PackagerError), DownloadDir(Path("/sys")):
+            pass
+    assert sorted(p.name for p in Path("/proc/self/fd").iterdir()) == before

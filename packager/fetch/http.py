@@ -325,16 +325,13 @@ class RequestsFetcher(FetcherInterface):
         after each one."""
         opts = self.options
         raw = response.raw
-        read1 = getattr(raw, "read1", None)  # urllib3 >= 2
         window_start, window_bytes = opts.clock(), 0
         while True:
             self.deadline.check(url)
             try:
-                data = (
-                    read1(CHUNK, decode_content=True)
-                    if read1 is not None
-                    else raw.read(8192, decode_content=True)
-                )
+                # read1: what has arrived, at most CHUNK decoded bytes (urllib3 >= 2.6 bounds
+                # the decompression too, so a gzip bomb cannot balloon one read).
+                data = raw.read1(CHUNK, decode_content=True)
             except urllib3.exceptions.ReadTimeoutError:
                 self.deadline.check(url)
                 raise exceptions.SlowRetrievalError(
