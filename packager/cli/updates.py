@@ -1,0 +1,182 @@
+"""`updates`: the TUF repository commands (compatible with `fleetctl updates`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+
+from packager.cli.common import (
+    F,
+    duration_option_callback,
+    json_option,
+    path_option,
+    warn_option,
+)
+from packager.errors import EXIT_CHECK_FAILED, EXIT_OK
+from packager.flagsyntax import FleetctlGroup
+from packager.repo.repository import ROLES, Expirations, PublishResult, UpdateRepository, utcnow
+from packager.repo.status import render_text, repository_status
+
+_DEFAULTS = {"root": "87600h", "targets": "26280h", "snapshot": "26280h", "timestamp": "336h"}
+
+
+def expiration_options(*roles: str) -> Callable[[F], F]:
+    """--<role>-expiration flags for the roles a command signs."""
+
+    def decorate(f: F) -> F:
+        for role in reversed(roles):
+            f = click.option(
+                f"--{role}-expiration",
+                f"{role}_expiration",
+                default=_DEFAULTS[role],
+                show_default=True,
+                callback=duration_option_callback(f"--{role}-expiration"),
+                help=f"How long the new {role}.json stays valid (e.g. 336h, 14d).",
+            )(f)
+        return f
+
+    return decorate
+
+
+def _repo(path: Path, **expirations: timedelta) -> UpdateRepository:
+    defaults = Expirations()
+    values = {role: expirations.get(f"{role}_expiration") or defaults.of(role) for role in ROLES}
+    return UpdateRepository(path, expirations=Expirations(**values))
+
+
+def _emit(repo: UpdateRepository, as_json: bool, data: dict[str, Any], text: str) -> None:
+    for note in repo.recovery_notes:
+        click.echo(f"orbit-packager: {note}", err=True)
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+    elif text:
+        click.echo(text)
+
+
+def _versions_text(result: PublishResult) -> str:
+    return ", ".join(f"{role} v{version}" for role, version in result.versions.items())
+
+
+@click.group(cls=FleetctlGroup)
+def updates() -> None:
+    """Manage a TUF update repository for Orbit agents (compatible with `fleetctl updates`).
+
+    Passphrases come from FLEET_ROOT_PASSPHRASE, FLEET_TARGETS_PASSPHRASE,
+    FLEET_SNAPSHOT_PASSPHRASE and FLEET_TIMESTAMP_PASSPHRASE, or are asked on the terminal.
+    """
+
+
+@updates.command()
+@path_option
+@click.option(
+    "--consistent-snapshot",
+    is_flag=True,
+    help="Publish versioned metadata and hash-prefixed targets (atomic updates for clients).",
+)
+@expiration_options("root", "targets", "snapshot", "timestamp")
+@json_option
+def init(path: Path, consistent_snapshot: bool, as_json: bool, **exp: timedelta) -> None:
+    """Create keys and an empty repository (root, targets, snapshot, timestamp v1)."""
+    repo = _repo(path, **exp)
+    result = repo.init(consistent_snapshot=consistent_snapshot)
+    text = "\n".join(f"Generated {role} key with ID: {kid}" for role, kid in result.key_ids.items())
+    _emit(repo, as_json, {"path": str(path), "key_ids": result.key_ids}, text)
+
+
+@updates.command()
+@path_option
+@click.option(
+    "--target",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File to publish.",
+)
+@click.option("--name", required=True, help="Target name (orbit, osqueryd, desktop, ...).")
+@click.option("--platform", required=True, help="Platform (linux, linux-arm64, macos, windows...).")
+@click.option("--version", "version", required=True, help="Version of the target.")
+@click.option("--tag", "-t", "tags", multiple=True, help="Extra channel, e.g. stable (repeatable).")
+@expiration_options("targets", "snapshot", "timestamp")
+@json_option
+def add(
+    path: Path,
+    target: Path,
+    name: str,
+    platform: str,
+    version: str,
+    tags: tuple[str, ...],
+    as_json: bool,
+    **exp: timedelta,
+) -> None:
+    """Publish a target under its version and every tag; needs no root key."""
+    repo = _repo(path, **exp)
+    result = repo.add(target, name=name, platform=platform, version=version, tags=list(tags))
+    text = "\n".join(f"Added {p}" for p in result.added) + f"\n({_versions_text(result)})"
+    _emit(repo, as_json, {"added": result.added, "versions": result.versions}, text)
+
+
+@updates.command()
+@path_option
+@click.argument("targets", nargs=-1, required=True)
+@expiration_options("targets", "snapshot", "timestamp")
+@json_option
+def remove(path: Path, targets: tuple[str, ...], as_json: bool, **exp: timedelta) -> None:
+    """Remove targets by exact path (orbit/linux/1.2.0/orbit) or NAME/PLATFORM/CHANNEL."""
+    repo = _repo(path, **exp)
+    result = repo.remove(list(targets))
+    text = "\n".join(f"Removed {p}" for p in result.removed) + f"\n({_versions_text(result)})"
+    _emit(repo, as_json, {"removed": result.removed, "versions": result.versions}, text)
+
+
+@updates.command()
+@path_option
+@expiration_options("timestamp")
+@json_option
+def timestamp(path: Path, as_json: bool, **exp: timedelta) -> None:
+    """Re-sign timestamp.json (run at least every --timestamp-expiration)."""
+    repo = _repo(path, **exp)
+    result = repo.timestamp()
+    _emit(repo, as_json, {"versions": result.versions}, f"Signed {_versions_text(result)}")
+
+
+@updates.command()
+@path_option
+def roots(path: Path) -> None:
+    """Print the signed root.json (the value for `package --update-roots`)."""
+    data = _repo(path).roots()
+    sys.stdout.write(data.decode())
+    if not data.endswith(b"\n"):
+        sys.stdout.write("\n")
+
+
+@updates.command()
+@path_option
+@click.argument("role", type=click.Choice(ROLES))
+@expiration_options("root", "targets", "snapshot", "timestamp")
+@json_option
+def rotate(path: Path, role: str, as_json: bool, **exp: timedelta) -> None:
+    """Replace ROLE's key: revoke the old one, add a new one, re-sign everything."""
+    repo = _repo(path, **exp)
+    result = repo.rotate(role)
+    text = (
+        f"Generated new {role} key with ID: {result.new_key_ids[role]}\n({_versions_text(result)})"
+    )
+    _emit(repo, as_json, {"new_key_ids": result.new_key_ids, "versions": result.versions}, text)
+
+
+@updates.command()
+@path_option
+@warn_option
+@click.option("--targets", "with_targets", is_flag=True, help="Also list every target path.")
+@json_option
+def status(path: Path, warn: timedelta, with_targets: bool, as_json: bool) -> None:
+    """Show each role's version, expiry and keys; exit 1 if one expires within --warn."""
+    repo = _repo(path)
+    report = repository_status(repo, warn, utcnow(), with_targets=with_targets)
+    _emit(repo, as_json, report.to_json(), render_text(report))
+    sys.exit(EXIT_OK if report.ok else EXIT_CHECK_FAILED)
