@@ -372,6 +372,7 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_local_attacks.py",  # 39 lines, 112s
     ),
     "packager/options.py": (
+        "tests/test_build_matrix.py",  # matrix files reach every BuildRequest rule, 25s
         "tests/test_fleetctl_flags.py",  # Go syntax, host:port URLs, via the CLI, 15s
         "tests/test_templates_golden.py",  # renders every template against committed golden files
         "tests/test_durations.py",  # go_duration against Go's own Duration.String, 2s

@@ -101,6 +101,8 @@ def test_matrix_of_teams_from_one_fetch(served: tuple[Path, FaultServer], tmp_pa
          "[[build]] 2 (msi): Invalid email address specified for --end-user-email."),
         ('type = "deb"\n[[build]]\nend-user-email = "x"\n', [],
          "[[build]] 1 (deb): Invalid email address"),  # the type from [defaults]
+        ('tooling = "podman"\n[[build]]\ntype = "deb"\n', [],
+         "[[build]] 1 (deb): --tooling must be one of auto, native, docker"),
         ("[[build]\n", [], "is not valid TOML"),
         ("", [], "lists no [[build]]"),
     ],

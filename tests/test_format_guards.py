@@ -800,3 +800,11 @@ def test_deb_directories_nfpm_may_list_are_the_system_ones() -> None:
     assert info.value.message == (
         "nfpm listed directories outside the package layout: /srv/extra, /var/empty"
     )
+
+
+def test_library_callers_get_the_type_rule_too() -> None:
+    """The command line offers only known types; a caller of the library (or a matrix file)
+    gets fleetctl's message for any other."""
+    with pytest.raises(UsageError) as info:
+        BuildRequest(type="zip")
+    assert str(info.value) == "type must be one of ('deb', 'rpm', 'pkg', 'msi')"
