@@ -83,6 +83,9 @@ class Config:
     tests: dict[str, tuple[str, ...]]
     support_files: tuple[str, ...] = ()
     links: dict[str, str] = field(default_factory=dict)
+    # Tests coverage cannot see (their work runs in children that are SIGKILLed, which never
+    # write coverage data): selected for every mutant of the module.
+    blind: dict[str, tuple[str, ...]] = field(default_factory=dict)
     markers: str = testmap.PYTEST_MARKERS
     equivalent_file: Path | None = None
     cache_dir: Path | None = None
@@ -142,6 +145,7 @@ class Plan:
     coverage: dict[str, Selection] = field(default_factory=dict)  # exact measurements only
     # A template has no coverage of its own: the lines of the module that renders it stand in.
     proxy_lines: tuple[int, ...] = ()
+    blind: tuple[str, ...] = ()  # selected whatever coverage says (Config.blind)
 
     # line -> first line of the innermost statement holding it (coverage's unit)
     statement_of: dict[int, int] = field(default_factory=dict)
@@ -160,7 +164,8 @@ class Plan:
             found += [t] if sel is None else sel.for_lines(t, lines)
         score = self._score(mutant)
         index = {a: i for i, a in enumerate(found)}
-        return sorted(found, key=lambda a: (-score.get(a, 0.0), index[a]))
+        ranked = sorted(found, key=lambda a: (-score.get(a, 0.0), index[a]))
+        return [*(b for b in self.blind if b not in ranked), *ranked]
 
     def _score(self, mutant: Mutant) -> dict[str, float]:
         """How specifically each test ran the code around the mutant.
@@ -795,6 +800,7 @@ def plan_mutants(
                 tests_sha=_tests_sha(source_root, config, tests),
                 coverage=selections,
                 proxy_lines=proxy_lines,
+                blind=config.blind.get(path, ()) if tests else (),
                 statement_of=statement_lines(data) if path.endswith(".py") else {},
                 spans=statement_spans(data) if path.endswith(".py") else [],
             )
@@ -1016,6 +1022,7 @@ def default_config() -> Config:
         tests=testmap.TESTS,
         support_files=testmap.SUPPORT_FILES,
         links=testmap.LINKS,
+        blind=testmap.BLIND,
         equivalent_file=testmap.ROOT / "mutate" / "equivalent.txt",
         cache_dir=testmap.ROOT / ".mutate-cache",
     )
@@ -1032,6 +1039,7 @@ def config_from_file(path: Path) -> Config:
         tests={k: tuple(v) for k, v in raw["tests"].items()},
         support_files=tuple(raw.get("support_files", ())),
         links=dict(raw.get("links", {})),
+        blind={k: tuple(v) for k, v in raw.get("blind", {}).items()},
         markers=raw.get("markers", testmap.PYTEST_MARKERS),
         equivalent_file=(root / eq) if eq else None,
         cache_dir=root / raw.get("cache_dir", ".mutate-cache"),

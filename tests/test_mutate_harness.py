@@ -216,3 +216,25 @@ def test_a_survivor_of_the_cut_list_runs_the_rest(
     assert [m["status"] for m in compare] == ["killed"]
     kills = json.loads((root / ".mutate-cache" / "kills.json").read_text())
     assert kills["toy/calc.py"]["tests/test_edge.py"] == 1
+
+
+def test_a_test_coverage_cannot_see_is_selected_anyway() -> None:
+    """A crash test's work runs in children killed with SIGKILL, which never write coverage
+    data: listed as blind for a module, it runs for each of its mutants, first."""
+    source = b"def f(x):\n    return x + 1\n"
+    mutant = next(m for m in python_mutants("m.py", source) if m.operator == "return")
+    sel = Selection(nodes=["tests/test_m.py::test_f"], lines={"2": [0]}, seconds=1.0)
+    plan = Plan(
+        path="m.py",
+        group="g",
+        tests=("tests/test_m.py", "tests/test_crash.py"),
+        all_mutants=[mutant],
+        mutants=[mutant],
+        file_sha="",
+        tests_sha="",
+        coverage={"tests/test_m.py": sel, "tests/test_crash.py": Selection([], {}, 1.0)},
+        blind=("tests/test_crash.py::test_kill",),
+        statement_of=statement_lines(source),
+        spans=statement_spans(source),
+    )
+    assert plan.tests_for(mutant) == ["tests/test_crash.py::test_kill", "tests/test_m.py::test_f"]
