@@ -445,9 +445,10 @@ class Runner:
     # -- cache --------------------------------------------------------------------------------
     def _key(self, plan: Plan, mutant_id: str, max_tests: int = 0) -> str:
         budget = f"+{self.escalate_seconds:g}" if max_tests and self.escalate_seconds else ""
+        blind = f"|{','.join(plan.blind)}" if plan.blind else ""  # a new selection, a new result
         return _sha256(
             f"{HARNESS_VERSION}|{plan.path}|{plan.file_sha}|{mutant_id}|{plan.tests_sha}"
-            f"|{max_tests}{budget}".encode()
+            f"|{max_tests}{budget}{blind}".encode()
         )
 
     def _load_kills(self) -> dict[str, dict[str, int]]:
