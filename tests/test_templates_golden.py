@@ -120,8 +120,11 @@ def test_templates_found_from_a_plain_checkout(tmp_path: Path) -> None:
     import sysconfig
 
     root = Path(__file__).parents[1]
+    # Not packager/templates, where a tree links it there (the mutation harness does).
     shutil.copytree(
-        root / "packager", tmp_path / "packager", ignore=shutil.ignore_patterns("__pycache__")
+        root / "packager",
+        tmp_path / "packager",
+        ignore=shutil.ignore_patterns("__pycache__", "templates"),
     )
     shutil.copytree(root / "templates", tmp_path / "templates")
     (tmp_path / "templates" / "linux" / "orbit.service.j2").write_text("from the checkout\n")
