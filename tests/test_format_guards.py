@@ -808,3 +808,25 @@ def test_library_callers_get_the_type_rule_too() -> None:
     with pytest.raises(UsageError) as info:
         BuildRequest(type="zip")
     assert str(info.value) == "type must be one of ('deb', 'rpm', 'pkg', 'msi')"
+
+
+def test_insecure_conflicts_reported_in_fleetctls_order(tmp_path: Path) -> None:
+    """With both certificates, fleetctl names --fleet-certificate first: scripts match it."""
+    pem = tmp_path / "ca.pem"
+    pem.write_text("-----BEGIN CERTIFICATE-----\n")
+    with pytest.raises(UsageError) as info:
+        BuildRequest(type="deb", insecure=True, fleet_certificate=pem, update_tls_certificate=pem)
+    assert str(info.value) == "--insecure and --fleet-certificate may not be provided together"
+
+
+def test_timestamp_url_goes_with_any_signing_key() -> None:
+    """--sign-timestamp-url needs a key: --sign-pem, --sign-cert/--sign-key or fleetctl's
+    --macos-devid-pem-content."""
+    pem_text = "-----BEGIN CERTIFICATE-----\n...\n-----END CERTIFICATE-----\n"
+    request = BuildRequest(
+        type="pkg", macos_devid_pem_content=pem_text, sign_timestamp_url="http://ts.example"
+    )
+    assert request.sign_timestamp_url == "http://ts.example"
+    with pytest.raises(UsageError) as info:
+        BuildRequest(type="pkg", sign_timestamp_url="http://ts.example")
+    assert str(info.value) == "--sign-timestamp-url needs --sign-pem or --sign-cert/--sign-key"
