@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from packager.errors import UsageError
-from packager.options import PACKAGE_TYPES, BuildRequest
+from packager.options import BuildRequest, parse_package_types
 from packager.repo.durations import parse_duration
 
 if sys.version_info >= (3, 11):
@@ -136,14 +136,11 @@ def load_matrix(
 def _types(value: object, where: str) -> tuple[str, ...]:
     if value is None:
         raise UsageError(f"{where} has no type", hint='e.g. type = "deb" or ["deb", "rpm"]')
-    items = value if isinstance(value, list) else str(value).split(",")
-    types = tuple(PACKAGE_TYPES) if items == ["all"] else tuple(str(t).strip() for t in items)
-    for kind in types:
-        if kind not in PACKAGE_TYPES:
-            raise UsageError(f"{where}: type {kind!r} is not one of {', '.join(PACKAGE_TYPES)}")
-    if len(set(types)) != len(types):
-        raise UsageError(f"{where}: a type is listed twice")
-    return types
+    items = [str(v) for v in value] if isinstance(value, list) else str(value).split(",")
+    try:
+        return parse_package_types(items)
+    except UsageError as exc:
+        raise UsageError(f"{where}: type {exc.message}") from None
 
 
 def _settings(raw: object, where: str, base: Path, *, allow_shared: bool) -> dict[str, Any]:

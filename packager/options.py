@@ -125,6 +125,18 @@ def read_secret_file(path: Path) -> str:
     return text
 
 
+def parse_package_types(items: list[str]) -> tuple[str, ...]:
+    """``["all"]`` or installer types, each known and named once (``--type`` and matrices)."""
+    named = tuple(i.strip() for i in items)
+    types = PACKAGE_TYPES if named == ("all",) else named
+    for kind in types:
+        if kind not in PACKAGE_TYPES:
+            raise UsageError(f"{kind!r} is not one of {', '.join(PACKAGE_TYPES)} (or all)")
+    if len(set(types)) != len(types):
+        raise UsageError(f"{','.join(types)!r} names a type twice")
+    return types
+
+
 def fleetctl_only_flags(flags: dict[str, object]) -> list[str]:
     """Take fleetctl's flags that have no field here out of ``flags``: refuse the ones that
     cannot work on this machine, map the others to ours. Returns the notes to print."""

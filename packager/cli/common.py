@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 
@@ -18,10 +18,18 @@ from packager.fetch.client import (
     default_cache_dir,
 )
 from packager.fetch.http import DEFAULT_TIMEOUT, HttpOptions, format_seconds
-from packager.options import PACKAGE_TYPES
+from packager.options import PACKAGE_TYPES, parse_package_types
 from packager.repo.durations import parse_duration
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def stack(options: Sequence[Callable[[Any], Any]], f: F) -> F:
+    """Apply ``options`` to ``f`` so that they appear in ``--help`` in the order listed."""
+    result: Any = f
+    for option in reversed(options):
+        result = option(result)
+    return cast("F", result)
 
 
 def duration_option_callback(
@@ -108,9 +116,7 @@ def update_server_options(f: F) -> F:
             help="Give up when the downloads take longer than this in all (e.g. 10m; 0: no limit).",
         ),
     ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+    return stack(options, f)
 
 
 def cache_options(f: F) -> F:
@@ -128,9 +134,7 @@ def cache_options(f: F) -> F:
             help="Use only cached metadata and targets (still fully verified).",
         ),
     ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+    return stack(options, f)
 
 
 def cache_dir_for(cache_dir: Path | None, no_cache: bool, offline: bool) -> Path | None:
@@ -203,14 +207,10 @@ class _TypeList(click.ParamType[tuple[str, ...]]):
     ) -> tuple[str, ...]:
         if isinstance(value, tuple):
             return value
-        text = str(value).strip()
-        types = PACKAGE_TYPES if text == "all" else tuple(t.strip() for t in text.split(","))
-        for kind in types:
-            if kind not in PACKAGE_TYPES:
-                self.fail(f"{kind!r} is not one of {', '.join(PACKAGE_TYPES)} (or all)", param, ctx)
-        if len(set(types)) != len(types):
-            self.fail(f"{text!r} names a type twice", param, ctx)
-        return types
+        try:
+            return parse_package_types(str(value).split(","))
+        except UsageError as exc:
+            self.fail(exc.message, param, ctx)
 
 
 def target_options(f: F, *, several: bool = False) -> F:
@@ -248,6 +248,4 @@ def target_options(f: F, *, several: bool = False) -> F:
             help="Update channel of Fleet Desktop.",
         ),
     ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+    return stack(options, f)
