@@ -30,11 +30,11 @@ from packager.fetch.targets import (
     installer_version,
 )
 from packager.formats.base import BuildContext, Builder
-from packager.formats.deb_rpm import LinuxBuilder
+from packager.formats.linux import LinuxBuilder
 from packager.formats.msi import MsiBuilder
 from packager.formats.pkg import PkgBuilder
 from packager.layout import target_summary, write_orbit_root
-from packager.options import BuildRequest
+from packager.options import LINUX_TYPES, BuildRequest
 from packager.repo.fsutil import place_private_file
 from packager.tooling import DockerTooling, Tooling, select_tooling
 
@@ -64,13 +64,15 @@ class BuildResult:
 
 
 def builder_for(package_type: str) -> Builder:
-    if package_type in ("deb", "rpm"):
+    if package_type in LINUX_TYPES:
         return LinuxBuilder(package_type)
     if package_type == "msi":
         return MsiBuilder()
     if package_type == "pkg":
         return PkgBuilder()
-    raise UsageError(f"--type {package_type} is not supported", hint="use deb, rpm, pkg or msi")
+    raise UsageError(
+        f"--type {package_type} is not supported", hint="use deb, rpm, pkg.tar.zst, pkg or msi"
+    )
 
 
 def source_date_epoch(environ: dict[str, str] | None = None) -> int | None:

@@ -23,8 +23,8 @@ from packager.fetch.client import FLEET_UPDATE_URL
 from packager.repo.naming import check_component
 from packager.tooling import DEFAULT_IMAGE, TOOLING_MODES
 
-PACKAGE_TYPES = ("deb", "rpm", "pkg", "msi")
-LINUX_TYPES = ("deb", "rpm")
+PACKAGE_TYPES = ("deb", "rpm", "pkg", "msi", "pkg.tar.zst")
+LINUX_TYPES = ("deb", "rpm", "pkg.tar.zst")
 COMPRESSIONS = {
     "deb": ("gzip", "xz", "zstd", "none"),
     "rpm": ("gzip", "xz", "zstd", "lzma"),
@@ -289,7 +289,7 @@ class BuildRequest:
         if self.end_user_email:
             if not _LOOSE_EMAIL.fullmatch(self.end_user_email):
                 raise UsageError("Invalid email address specified for --end-user-email.")
-            if self.type not in ("msi", "deb", "rpm"):
+            if self.type not in ("msi", *LINUX_TYPES):
                 raise UsageError(
                     "Can only set --end-user-email when building an msi, deb, rpm, or "
                     "pkg.tar.zst package."
@@ -380,7 +380,7 @@ class BuildRequest:
             )
         if self.cpu_quota and self.type not in LINUX_TYPES:
             self.notes.append(
-                f"--cpu-quota sets the systemd unit of deb/rpm: unused for {self.type}"
+                f"--cpu-quota sets the systemd unit of Linux packages: unused for {self.type}"
             )
         if self.outfile is not None and self.outdir is not None:
             raise UsageError("give --outfile or --outdir, not both")

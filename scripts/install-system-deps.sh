@@ -2,7 +2,8 @@
 # Install the Debian packages orbit-packager needs, only those that are missing.
 #   install-system-deps.sh          what building needs (python3, python3-venv: every format,
 #                                   the MSI included, is written by Python code or nfpm)
-#   install-system-deps.sh --test   also what the tests use (rpm, lintian, rpmlint, dpkg, bsdtar, cpio,
+#   install-system-deps.sh --test   also what the tests use (rpm, lintian, rpmlint, dpkg, pacman,
+#                                   bsdtar, cpio,
 #                                   msitools, Wine's msiexec, mingw-w64 for the Windows binaries,
 #                                   and Go with go-tuf through install-gotuf.sh)
 # Runs `apt-get update` once, and only when something has to be installed. As root it runs
@@ -33,6 +34,7 @@ if [ "${1:-}" = "--test" ]; then
   command -v lintian >/dev/null 2>&1 || need+=(lintian)
   command -v rpmlint >/dev/null 2>&1 || need+=(rpmlint)
   command -v bsdtar >/dev/null 2>&1 || need+=(libarchive-tools)
+  command -v pacman >/dev/null 2>&1 || need+=(pacman-package-manager)
   command -v cpio >/dev/null 2>&1 || need+=(cpio)
   bash "$(dirname "$0")/install-gotuf.sh"  # Go and go-tuf v0.5.2's source, for tests/gotuf
 fi

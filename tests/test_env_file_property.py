@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from packager.errors import UsageError
-from packager.formats.deb_rpm import orbit_env
+from packager.formats.linux import orbit_env
 from packager.options import BuildRequest, has_control_chars
 from packager.render import render
 from tests.systemd_env import (

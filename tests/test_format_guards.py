@@ -786,7 +786,7 @@ def test_deb_directories_nfpm_may_list_are_the_system_ones() -> None:
     must be system directories the preinst creates. Another nfpm listing more (a layout
     change, a different version) stops the build with one line naming them, instead of a
     package dpkg cannot unpack."""
-    from packager.formats.deb_rpm import check_dropped_dirs
+    from packager.formats.linux import check_dropped_dirs
     from packager.layout import Entry, Payload
     from packager.tooling import ToolError
 

@@ -1,8 +1,10 @@
 """Issue 4: deb and rpm installers, built by the real CLI from the demo repository served on
-127.0.0.1, inspected with dpkg-deb, dpkg, rpm, lintian and rpmlint."""
+127.0.0.1, inspected with dpkg-deb, dpkg, rpm, lintian and rpmlint; Arch packages (issue 15) with
+bsdtar and installed into a root by pacman."""
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import re
@@ -47,7 +49,7 @@ def pem(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def built(served, pem, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("out")
     result = {}
-    for kind in ("deb", "rpm"):
+    for kind in ("deb", "rpm", "pkg.tar.zst"):
         target = out / f"x.{kind}"
         cli(*package_args(served, "--type", kind, "--fleet-desktop", "--enable-scripts",
                           "--host-identifier", "instance", "--fleet-certificate", pem,
@@ -181,6 +183,7 @@ def test_file_names(served, tmp_path: Path) -> None:
     for kind, name in (
         ("deb", "fleet-osquery_1.40.0_arm64.deb"),
         ("rpm", "fleet-osquery-1.40.0.aarch64.rpm"),
+        ("pkg.tar.zst", "fleet-osquery-1.40.0-1-aarch64.pkg.tar.zst"),
     ):
         out = cli(*package_args(served, "--type", kind, "--arch", "arm64"), cwd=tmp_path)
         assert (tmp_path / name).is_file(), out.stdout
@@ -213,6 +216,71 @@ def _check_installed(root: Path, server_url: str) -> None:
         "EnvironmentFile=/etc/default/orbit" in unit
         and "ExecStart=/opt/orbit/bin/orbit/orbit" in unit
     )
+
+
+def _bsdtar_listing(package: Path) -> list[tuple[str, int, str, str | None]]:
+    listing = []
+    for line in _run("bsdtar", "-tvf", package).splitlines():
+        mode, _n, owner, group, _size, _mon, _day, _year, rest = line.split(None, 8)
+        assert (owner, group) in (("0", "0"), ("root", "root")), line
+        path, _, link = rest.partition(" -> ")
+        if path.startswith("."):
+            continue  # .PKGINFO, .MTREE, .INSTALL
+        perm = 0o755 if mode[0] == L else _perm(mode)  # as rpm: nfpm stores symlinks mode 0
+        listing.append((mode[0], perm, "/" + path.rstrip("/"), link or None))
+    return sorted(listing, key=lambda e: e[2])
+
+
+def test_arch_metadata_listing_and_manifest(built: dict[str, Path]) -> None:
+    package = built["pkg.tar.zst"]
+    listing = _bsdtar_listing(package)
+    assert listing == EXPECTED_TREE
+    assert not {e[2] for e in listing} & SYSTEM_DIRS
+    info = _run("bsdtar", "-xOf", package, ".PKGINFO")
+    for line in ("pkgname = fleet-osquery", "pkgver = 1.40.0-1", "arch = x86_64",
+                 "builddate = 1700000000", "packager = Fleet Device Management"):  # fmt: skip
+        assert re.search(rf"^{re.escape(line)}", info, re.M), (line, info)
+    # .MTREE (what pacman -Qkk checks) lists exactly the members, the system directories
+    # dropped from both.
+    mtree = gzip.decompress(
+        subprocess.run(["bsdtar", "-xOf", str(package), ".MTREE"], capture_output=True,
+                       check=True).stdout
+    ).decode()  # fmt: skip
+    paths = {"/" + line.split()[0].removeprefix("./").rstrip("/")
+             for line in mtree.splitlines()[1:] if line.strip()}  # fmt: skip
+    assert paths == {e[2] for e in EXPECTED_TREE} | {"/.PKGINFO"}
+    # The scriptlets parse under dash (Debian's pacman runs them with /bin/sh) and define
+    # the four functions pacman calls.
+    install = _run("bsdtar", "-xOf", package, ".INSTALL")
+    subprocess.run(["dash", "-n"], input=install, text=True, check=True)
+    assert re.findall(r"^(\w+)\(\) \{$", install, re.M) == [
+        "post_install", "post_remove", "post_upgrade", "pre_remove"]  # fmt: skip
+
+
+def test_arch_installs_into_a_root_and_removes_cleanly(
+    built: dict[str, Path], served, tmp_path: Path
+) -> None:
+    """pacman -U into a root (scriptlets off: they run chrooted), -Qkk against the manifest,
+    then -R: everything of ours goes, the system's directories stay (we do not own them)."""
+    if os.getuid() != 0:
+        pytest.skip("pacman --root installs as root only (it chowns to root)")
+    root = tmp_path / "root"
+    db = root / "var/lib/pacman"
+    db.mkdir(parents=True)
+    for system_dir in SYSTEM_DIRS:
+        (root / system_dir.lstrip("/")).mkdir(parents=True, exist_ok=True)
+    pacman = ["pacman", "--root", str(root), "--dbpath", str(db), "--noconfirm",
+              "--config", "/dev/null"]  # fmt: skip
+    _run(*pacman, "-U", "--noscriptlet", built["pkg.tar.zst"])
+    _check_installed(root, served[1].url)
+    check = subprocess.run([*pacman, "-Qkk", "fleet-osquery"], capture_output=True, text=True)
+    assert check.returncode == 0 and " 0 altered files" in check.stdout, check
+    owners = subprocess.run([*pacman, "-Qo", str(root / "opt")], capture_output=True, text=True)
+    assert "fleet-osquery" not in owners.stdout + owners.stderr
+    _run(*pacman, "-R", "--noscriptlet", "fleet-osquery")
+    assert not (root / "opt/orbit").exists() and not (root / "etc/default/orbit").exists()
+    for system_dir in SYSTEM_DIRS:
+        assert (root / system_dir.lstrip("/")).is_dir(), system_dir
 
 
 def test_deb_unpacks_into_a_root(built: dict[str, Path], served, tmp_path: Path) -> None:
@@ -251,7 +319,7 @@ def test_rpm_installs_into_a_root(built: dict[str, Path], served, tmp_path: Path
 
 
 def test_reproducible(served, pem, tmp_path: Path) -> None:
-    for kind in ("deb", "rpm"):
+    for kind in ("deb", "rpm", "pkg.tar.zst"):
         digests = set()
         for n in range(2):
             out = tmp_path / f"{n}.{kind}"
@@ -411,6 +479,27 @@ SCRIPT_TABLE: list[tuple[str, list[tuple[str, list[str]]], dict[str, str], list[
         {"INSTALLER_PATH": "/opt/orbit/staging/x.deb"},
         [RELOAD, ENABLE, SAFE_RESTART],
     ),
+    # pacman: install runs post_install NEW; upgrade (and reinstall) only the new package's
+    # post_upgrade NEW OLD; removal pre_remove OLD and post_remove OLD.
+    ("arch install", [("arch:post_install", ["1.40.0-1"])], {}, [RELOAD, ENABLE, RESTART]),
+    (
+        "arch upgrade",
+        [("arch:post_upgrade", ["1.40.0-1", "1.39.0-1"])],
+        {},
+        [RELOAD, ENABLE, RESTART],
+    ),
+    (
+        "arch remove",
+        [("arch:pre_remove", ["1.40.0-1"]), ("arch:post_remove", ["1.40.0-1"])],
+        {},
+        [DISABLE, PKILL, CLEANUP, RELOAD],
+    ),
+    (
+        "arch self-update by orbit",
+        [("arch:post_upgrade", ["1.40.0-1", "1.39.0-1"])],
+        {"INSTALLER_PATH": "/opt/orbit/staging/x.pkg.tar.zst"},
+        [RELOAD, ENABLE, SAFE_RESTART],
+    ),
 ]
 
 
@@ -423,6 +512,13 @@ def scripts(built: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
         path = out / f"rpm-{tag}"
         path.write_text(_run("rpm", "-qp", "--qf", f"%{{{tag}}}", built["rpm"]))
         found[f"rpm:{tag}"] = path
+    install = out / "arch.INSTALL"
+    install.write_text(_run("bsdtar", "-xOf", built["pkg.tar.zst"], ".INSTALL"))
+    for function in ("post_install", "post_upgrade", "pre_remove", "post_remove"):
+        # what pacman runs: sh -c ". .INSTALL; FUNCTION NEW [OLD]"
+        caller = out / f"arch-{function}"
+        caller.write_text(f'. "{install}"\n{function} "$@"\n')
+        found[f"arch:{function}"] = caller
     return found
 
 
@@ -465,11 +561,13 @@ def test_scripts_without_systemd(scripts, tmp_path: Path) -> None:
         ("deb:postinst", ["configure"]),
         ("deb:prerm", ["remove"]),
         ("rpm:POSTTRANS", []),
+        ("arch:post_install", ["1.40.0-1"]),
+        ("arch:pre_remove", ["1.40.0-1"]),
     ]:
         proc = subprocess.run(["/bin/sh", str(scripts[script]), *args], env={"PATH": str(fake)},
                               capture_output=True, text=True)  # fmt: skip
         assert proc.returncode == 0, proc.stderr
-    assert calls.read_text().splitlines() == [PKILL]
+    assert calls.read_text().splitlines() == [PKILL, PKILL]
 
 
 def test_no_service_scripts(tmp_path: Path) -> None:
@@ -480,7 +578,11 @@ def test_no_service_scripts(tmp_path: Path) -> None:
     calls.touch()
     fake = tmp_path / "bin"
     _fake_bin(fake, calls)
-    for fmt, name, args in [("deb", "postinstall", ["configure"]), ("rpm", "posttrans", ["0"])]:
+    for fmt, name, args in [
+        ("deb", "postinstall", ["configure"]),
+        ("rpm", "posttrans", ["0"]),
+        ("pkg.tar.zst", "postinstall", ["1.40.0-1", "1.39.0-1"]),
+    ]:
         script = tmp_path / f"{fmt}-{name}"
         script.write_text(
             render("linux", f"{name}.sh.j2", format=fmt, service=False, orbit_root=ORBIT)
@@ -488,4 +590,4 @@ def test_no_service_scripts(tmp_path: Path) -> None:
         subprocess.run(
             ["sh", str(script), *args], env={"PATH": f"{fake}:/usr/bin:/bin"}, check=True
         )
-    assert calls.read_text().splitlines() == [RELOAD, RELOAD]
+    assert calls.read_text().splitlines() == [RELOAD, RELOAD, RELOAD]

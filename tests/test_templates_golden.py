@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from packager.formats.deb_rpm import orbit_env
+from packager.formats.linux import orbit_env
 from packager.options import BuildRequest
 from packager.render import render, render_xml
 
@@ -62,6 +62,7 @@ CASES: dict[str, Callable[[], str]] = {
         for fmt, names in (
             ("deb", ("preinstall", "postinstall", "preremove", "postremove")),
             ("rpm", ("postinstall", "preremove", "postremove", "posttrans")),
+            ("pkg.tar.zst", ("postinstall", "preremove", "postremove")),
         )
         for name in names
         for service in (True, False)

@@ -133,7 +133,8 @@ PACKAGE_SECTIONS = {
     "--end-user-email",
     default="",
     envvar="FLEETCTL_END_USER_EMAIL",
-    help="Email of the host's user, for Fleet's human-to-host mapping (deb, rpm, msi).",
+    help="Email of the host's user, for Fleet's human-to-host mapping "
+    "(deb, rpm, pkg.tar.zst, msi).",
 )
 @click.option(
     "--osquery-db", default="", envvar="FLEETCTL_OSQUERY_DB", help="Absolute osquery DB path."
@@ -170,13 +171,14 @@ PACKAGE_SECTIONS = {
     "fleet_managed_host_identity_certificate",
     is_flag=True,
     envvar="FLEETCTL_FLEET_MANAGED_HOST_IDENTITY_CERTIFICATE",
-    help="deb, rpm: Orbit signs its requests to Fleet with a TPM-backed key.",
+    help="deb, rpm, pkg.tar.zst: Orbit signs its requests to Fleet with a TPM-backed key.",
 )
 @click.option(
     "--cpu-quota",
     type=int,
     default=0,
-    help="deb, rpm: the orbit service's systemd CPUQuota, in percent of one CPU (0: 20).",
+    help="deb, rpm, pkg.tar.zst: the orbit service's systemd CPUQuota, in percent of one CPU "
+    "(0: 20).",
 )
 @_path_option("--sign-pem", "pkg: PEM holding the signing certificate and private key.")
 @click.option(
@@ -255,7 +257,7 @@ PACKAGE_SECTIONS = {
     default="auto",
     show_default=True,
     envvar="ORBIT_PACKAGER_TOOLING",
-    help="Where nfpm (deb, rpm) runs: native, our Docker image, or auto (native when "
+    help="Where nfpm (deb, rpm, pkg.tar.zst) runs: native, our Docker image, or auto (native when "
     "installed, else Docker). pkg and msi need no external tool.",
 )
 @click.option(

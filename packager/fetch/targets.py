@@ -32,7 +32,13 @@ from packager.fetch.extract import extract_tar_gz
 from packager.fetch.inspect import BinaryInfo, require_executable
 from packager.repo.naming import check_component
 
-PACKAGE_OS = {"deb": "linux", "rpm": "linux", "pkg": "macos", "msi": "windows"}
+PACKAGE_OS = {
+    "deb": "linux",
+    "rpm": "linux",
+    "pkg.tar.zst": "linux",
+    "pkg": "macos",
+    "msi": "windows",
+}
 
 
 @dataclass(frozen=True)

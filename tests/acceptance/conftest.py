@@ -22,7 +22,8 @@ FLEET_URL = "https://fleet.example.com"
 # and a trailing space: the agent must receive exactly this.
 SECRET = "se\"c $HOME `id` \\ # 'q' ; %s ${X} "
 FLEETCTL_SECRET = "fleetctl-plain-secret"  # fleetctl does not quote its env file
-FORMATS = ("deb", "rpm")
+FORMATS = ("deb", "rpm", "pkg.tar.zst")
+FLEETCTL_FORMATS = ("deb", "rpm")  # fleet_layout.py models these
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -1,4 +1,5 @@
-"""Our deb and rpm installed for real on a booted systemd (Debian 12): install, upgrade,
+"""Our deb, rpm and pkg.tar.zst installed for real on a booted systemd (Debian 12, with its
+dpkg, rpm and pacman): install, upgrade,
 reinstall, downgrade, channel switch, self-update, remove, purge, reinstall after purge,
 --no-service, missing system directories, and upgrades from and to fleetctl's packages.
 
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.acceptance.conftest import FORMATS, Packages
+from tests.acceptance.conftest import FLEETCTL_FORMATS, FORMATS, Packages
 from tests.acceptance.machine import Machine
 
 WANTS = "/etc/systemd/system/multi-user.target.wants/orbit.service"
@@ -108,19 +109,28 @@ def install(m: Machine, kind: str, name: str, *, env: dict[str, str] | None = No
             rpm_flags: str = "") -> None:  # fmt: skip
     if kind == "deb":
         m.run(f"dpkg -i /pkgs/{name}.deb", env=env)
-    else:
+    elif kind == "rpm":
         m.run(f"rpm -U --nodeps {rpm_flags} /pkgs/{name}.rpm", env=env)
+    else:  # pacman -U also reinstalls the installed version and downgrades
+        m.run(f"pacman -U --noconfirm /pkgs/{name}.pkg.tar.zst", env=env)
 
 
 def remove(m: Machine, kind: str, *, purge: bool = False) -> None:
     if kind == "deb":
         m.run(f"dpkg {'-P' if purge else '-r'} fleet-osquery")
-    else:
+    elif kind == "rpm":
         m.run("rpm -e --nodeps fleet-osquery")
+    else:
+        m.run("pacman -R --noconfirm fleet-osquery")
 
 
 def verify_installed(m: Machine, kind: str) -> None:
-    """dpkg -V / rpm -V: every installed file as the package says (no output, exit 0)."""
+    """dpkg -V / rpm -V / pacman -Qkk: every installed file as the package says."""
+    if kind == "pkg.tar.zst":
+        proc = m.run("pacman -Qkk fleet-osquery", check=False)
+        assert proc.returncode == 0 and proc.stderr == "", proc
+        assert proc.stdout.strip().endswith(" 0 altered files"), proc
+        return
     proc = m.run(f"{'dpkg' if kind == 'deb' else 'rpm'} -V fleet-osquery", check=False)
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", ""), proc
 
@@ -238,10 +248,10 @@ def test_reinstall_and_downgrade(machine: Boot, packages: Packages, kind: str) -
     m = machine()
     install(m, kind, "v2")
     first = running_as_installed(m, "2.0.0", packages.env())
-    if kind == "deb":
-        install(m, kind, "v2")  # dpkg -i of the installed version reinstalls it
-    else:
+    if kind == "rpm":
         install(m, kind, "v2", rpm_flags="--replacepkgs")
+    else:
+        install(m, kind, "v2")  # dpkg -i / pacman -U of the installed version reinstalls it
     again = running_as_installed(m, "2.0.0", packages.env())
     assert events(m)[-2:] == [("stop", "2.0.0", first.pid), ("start", "2.0.0", again.pid)]
     verify_installed(m, kind)
@@ -307,8 +317,8 @@ def test_remove_purge_and_reinstall(machine: Boot, packages: Packages, kind: str
         system_dirs_present(m)
     left = [p for p in OURS if m.exists(p)]
     assert not left, f"left behind: {left}"
-    status = m.run("dpkg -s fleet-osquery" if kind == "deb" else "rpm -q fleet-osquery",
-                   check=False)  # fmt: skip
+    query = {"deb": "dpkg -s", "rpm": "rpm -q", "pkg.tar.zst": "pacman -Q"}[kind]
+    status = m.run(f"{query} fleet-osquery", check=False)
     assert status.returncode != 0
     install(m, kind, "v1")
     running_as_installed(m, "1.0.0", packages.env())
@@ -325,10 +335,8 @@ def test_missing_system_directories_are_created_and_kept(
     m.run("rmdir /opt /usr/local/bin")
     install(m, kind, "v1")
     running_as_installed(m, "1.0.0", packages.env())
-    owners = m.run(
-        "dpkg -S /opt /usr/local/bin 2>&1 || true" if kind == "deb"
-        else "rpm -qf /opt /usr/local/bin 2>&1 || true"
-    ).stdout  # fmt: skip
+    owner_of = {"deb": "dpkg -S", "rpm": "rpm -qf", "pkg.tar.zst": "pacman -Qo"}[kind]
+    owners = m.run(f"{owner_of} /opt /usr/local/bin 2>&1 || true").stdout
     assert "fleet-osquery" not in owners, owners
     remove(m, kind, purge=True)
     system_dirs_present(m)
@@ -347,7 +355,7 @@ def test_no_service(machine: Boot, packages: Packages, kind: str) -> None:
     system_dirs_present(m)
 
 
-@pytest.mark.parametrize("kind", FORMATS)
+@pytest.mark.parametrize("kind", FLEETCTL_FORMATS)
 def test_upgrade_from_a_fleetctl_package(machine: Boot, packages: Packages, kind: str) -> None:
     m = machine()
     install(m, kind, "fleetctl-1.0.0")
@@ -362,7 +370,7 @@ def test_upgrade_from_a_fleetctl_package(machine: Boot, packages: Packages, kind
     assert not [p for p in OURS if m.exists(p)]
 
 
-@pytest.mark.parametrize("kind", FORMATS)
+@pytest.mark.parametrize("kind", FLEETCTL_FORMATS)
 def test_upgrade_to_a_fleetctl_package(machine: Boot, packages: Packages, kind: str) -> None:
     m = machine()
     install(m, kind, "v1")

