@@ -7,10 +7,12 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import time
 import re
 import subprocess
 import sys
 import tarfile
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -231,6 +233,46 @@ def _bsdtar_listing(package: Path) -> list[tuple[str, int, str, str | None]]:
     return sorted(listing, key=lambda e: e[2])
 
 
+def _tar_times(package: Path) -> dict[str, float]:
+    data = subprocess.run(["zstd", "-dc", str(package)], capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return {"/" + m.name.rstrip("/"): float(m.mtime) for m in tar
+                if not m.name.startswith(".") or m.name == ".PKGINFO"}  # fmt: skip
+
+
+def _mtree_times(package: Path) -> dict[str, float]:
+    mtree = gzip.decompress(
+        subprocess.run(["bsdtar", "-xOf", str(package), ".MTREE"], capture_output=True,
+                       check=True).stdout
+    ).decode()  # fmt: skip
+    out = {}
+    for line in mtree.splitlines()[1:]:
+        path, *fields = line.split()
+        times = [float(f.removeprefix("time=")) for f in fields if f.startswith("time=")]
+        out["/" + path.removeprefix("./").rstrip("/")] = times[0]
+    return out
+
+
+def test_arch_one_mtime_without_source_date_epoch(tmp_path: Path) -> None:
+    """nfpm stamps tar members with the staged files' mtimes but .MTREE with its own clock
+    unless the config names one mtime; a build crossing a second boundary then showed every
+    file as altered to `pacman -Qkk` (seen on the booted systemd). The builder always names
+    one for pkg.tar.zst."""
+    from packager.formats.base import BuildContext
+    from packager.formats.linux import LinuxBuilder
+    from packager.layout import Payload
+    from packager.options import BuildRequest
+    from packager.tooling import NativeTooling
+
+    builder = LinuxBuilder("pkg.tar.zst")
+    ctx = BuildContext(BuildRequest(type="pkg.tar.zst"), "1.0.0", tmp_path, [], None,
+                       NativeTooling({}))  # fmt: skip
+    (tmp_path / "scripts").mkdir()
+    config = builder.nfpm_config(ctx, Payload())
+    assert isinstance(config["mtime"], str)
+    assert abs(datetime.fromisoformat(config["mtime"]).timestamp() - time.time()) < 60
+
+
 def test_arch_metadata_listing_and_manifest(built: dict[str, Path]) -> None:
     package = built["pkg.tar.zst"]
     listing = _bsdtar_listing(package)
@@ -257,13 +299,28 @@ def test_arch_metadata_listing_and_manifest(built: dict[str, Path]) -> None:
         "post_install", "post_remove", "post_upgrade", "pre_remove"]  # fmt: skip
 
 
+@pytest.mark.parametrize("reproducible", [True, False], ids=["sde", "no-sde-cached-targets"])
 def test_arch_installs_into_a_root_and_removes_cleanly(
-    built: dict[str, Path], served, tmp_path: Path
+    built: dict[str, Path], served, pem, tmp_path: Path, reproducible: bool
 ) -> None:
     """pacman -U into a root (scriptlets off: they run chrooted), -Qkk against the manifest,
-    then -R: everything of ours goes, the system's directories stay (we do not own them)."""
+    then -R: everything of ours goes, the system's directories stay (we do not own them).
+    Also without SOURCE_DATE_EPOCH and with targets from a cache made earlier (older mtimes):
+    the manifest's times must still be the files' times."""
     if os.getuid() != 0:
         pytest.skip("pacman --root installs as root only (it chowns to root)")
+    package = built["pkg.tar.zst"]
+    if not reproducible:
+        cache = tmp_path / "cache"
+        args = [a for a in package_args(served, "--type", "pkg.tar.zst", "--fleet-desktop",
+                 "--enable-scripts", "--host-identifier", "instance", "--fleet-certificate",
+                 pem, "--end-user-email", "it@example.com") if a != "--no-cache"]  # fmt: skip
+        cli(*args, "--cache-dir", cache, "--outfile", tmp_path / "first.pkg.tar.zst")
+        for path in cache.rglob("*"):
+            os.utime(path, (1_600_000_000, 1_600_000_000), follow_symlinks=False)
+        package = tmp_path / "x.pkg.tar.zst"
+        cli(*args, "--cache-dir", cache, "--outfile", package)
+        assert _mtree_times(package) == _tar_times(package)
     root = tmp_path / "root"
     db = root / "var/lib/pacman"
     db.mkdir(parents=True)
@@ -271,7 +328,7 @@ def test_arch_installs_into_a_root_and_removes_cleanly(
         (root / system_dir.lstrip("/")).mkdir(parents=True, exist_ok=True)
     pacman = ["pacman", "--root", str(root), "--dbpath", str(db), "--noconfirm",
               "--config", "/dev/null"]  # fmt: skip
-    _run(*pacman, "-U", "--noscriptlet", built["pkg.tar.zst"])
+    _run(*pacman, "-U", "--noscriptlet", package)
     _check_installed(root, served[1].url)
     check = subprocess.run([*pacman, "-Qkk", "fleet-osquery"], capture_output=True, text=True)
     assert check.returncode == 0 and " 0 altered files" in check.stdout, check

@@ -1,4 +1,5 @@
-"""Issue 15, part 2: several installers from one run (`--type deb,rpm,msi,pkg`, `--type all`).
+"""Issue 15, part 2: several installers from one run (`--type deb,rpm,msi,pkg,pkg.tar.zst`,
+`--type all`).
 
 One TUF refresh and each target downloaded once (the test server counts requests), and every
 installer byte for byte the one a single run writes (same SOURCE_DATE_EPOCH)."""
@@ -13,7 +14,7 @@ import pytest
 from tests.helpers import FaultServer, cli
 
 SDE = "1700000000"
-FOUR = ("deb", "rpm", "msi", "pkg")
+ALL = ("deb", "rpm", "msi", "pkg", "pkg.tar.zst")
 
 
 def _package(
@@ -29,16 +30,16 @@ def _package(
     return data
 
 
-def test_four_types_one_fetch_same_bytes_as_four_runs(
+def test_every_type_one_fetch_same_bytes_as_single_runs(
     served: tuple[Path, FaultServer], tmp_path: Path
 ) -> None:
     server = served[1]
     server.requests.clear()
     together = tmp_path / "together"
-    report = _package(served, "--type", ",".join(FOUR), "--outdir", together)
+    report = _package(served, "--type", ",".join(ALL), "--outdir", together)
     installers = report["installers"]
     assert isinstance(installers, list)
-    assert [i["type"] for i in installers] == list(FOUR)
+    assert [i["type"] for i in installers] == list(ALL)
     targets = {p: n for p, n in server.requests.items() if p.startswith("/targets/")}
     assert targets and set(targets.values()) == {1}, targets  # each target downloaded once
     assert server.requests["/timestamp.json"] == 1  # one refresh
@@ -61,7 +62,7 @@ def test_all_is_every_type(served: tuple[Path, FaultServer], tmp_path: Path) -> 
     report = _package(served, "--type", "all", "--outdir", tmp_path / "out")
     installers = report["installers"]
     assert isinstance(installers, list)
-    assert sorted(str(i["type"]) for i in installers) == sorted(FOUR)
+    assert sorted(str(i["type"]) for i in installers) == sorted(ALL)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
         Path(str(i["path"])).name for i in installers
     )
@@ -73,7 +74,7 @@ def test_all_is_every_type(served: tuple[Path, FaultServer], tmp_path: Path) -> 
     [
         (["--type", "deb,rpm", "--outfile", "x.deb"], "--outfile names one installer"),
         (["--type", "deb,deb"], "'deb,deb' names a type twice"),
-        (["--type", "deb,zip"], "'zip' is not one of deb, rpm, pkg, msi (or all)"),
+        (["--type", "deb,zip"], "'zip' is not one of deb, rpm, pkg, msi, pkg.tar.zst (or all)"),
         (["--type", "deb,pkg", "--end-user-email", "a@b.example"],
          "Can only set --end-user-email when building an msi, deb, rpm"),
     ],

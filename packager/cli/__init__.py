@@ -1,7 +1,8 @@
 """Command line: parses flags, calls the library, prints results. No logic lives here.
 
 One module per group of commands: ``updates`` (the TUF repository), ``fetch`` (``verify``
-and ``fetch``), ``package`` (installers); ``common`` holds the shared options.
+and ``fetch``), ``package`` (installers), ``inspect`` (built installers); ``common`` holds
+the shared options.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def cli() -> None:
 
 
 from packager.cli import fetch as _fetch  # noqa: E402 - registered on the group above
+from packager.cli import inspect as _inspect  # noqa: E402
 from packager.cli import package as _package  # noqa: E402
 from packager.cli import updates as _updates  # noqa: E402
 
@@ -39,6 +41,7 @@ cli.add_command(_updates.updates)
 cli.add_command(_fetch.verify)
 cli.add_command(_fetch.fetch)
 cli.add_command(_package.package)
+cli.add_command(_inspect.inspect)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -274,8 +275,14 @@ class LinuxBuilder:
                 else {},
             },
         }
-        if ctx.source_date_epoch is not None:
-            when = datetime.fromtimestamp(ctx.source_date_epoch, tz=timezone.utc)
+        epoch = ctx.source_date_epoch
+        if epoch is None and self.package_type == ARCH_LINUX:
+            # Without one mtime nfpm stamps each tar member with its staged file's mtime (a
+            # target linked from the cache keeps its download time) but .MTREE with another,
+            # and `pacman -Qkk` then reports every file as altered.
+            epoch = int(time.time())
+        if epoch is not None:
+            when = datetime.fromtimestamp(epoch, tz=timezone.utc)
             config["mtime"] = when.strftime("%Y-%m-%dT%H:%M:%SZ")
         return config
 

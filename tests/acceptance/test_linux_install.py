@@ -26,10 +26,12 @@ SYSTEM_DIRS = ("/opt", "/usr/local", "/usr/local/bin", "/etc/default", "/var/log
 # Everything of ours: none of it may remain after a purge.
 OURS = ("/opt/orbit", "/etc/default/orbit", "/usr/local/bin/orbit", "/var/log/orbit",
         "/var/log/osquery", "/var/lib/orbit", "/usr/lib/systemd/system/orbit.service", WANTS)  # fmt: skip
+# Enabled means the wants/ link exists (-L): pacman replaces the unit file it points to by
+# unlink and write, so for a few ms the link dangles while the unit stays enabled.
 SAMPLER = f"""
 : > /run/samples
 while [ ! -e /run/sampler.stop ]; do
-  if [ -e {WANTS} ]; then en=1; else en=0; fi
+  if [ -L {WANTS} ]; then en=1; else en=0; fi
   echo "$(date +%s%3N) $en $(pgrep -d, -x orbit)" >> /run/samples
 done
 touch /run/sampler.done
