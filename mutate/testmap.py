@@ -62,7 +62,7 @@ def group_of(path: str, groups: dict[str, tuple[str, ...]] = GROUPS) -> str | No
 # execute the line of that module naming the template (``"orbit.env.j2"``), or, for a name built
 # at run time, the line naming its suffix (``f"{name}.sh.j2"``).
 TEMPLATE_PROXIES: dict[str, str] = {
-    "templates/linux/": "packager/formats/deb_rpm.py",
+    "templates/linux/": "packager/formats/linux.py",
     "templates/macos/": "packager/formats/pkg.py",
 }
 
@@ -149,6 +149,7 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_verify.py",  # 48 lines, 59s
         "tests/test_local_attacks.py",  # 84 lines, 112s
         "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
+        "tests/test_many_installers.py",  # types from one fetch, same bytes, 29s
     ),
     "packager/fetch/client.py": (
         "tests/test_version.py",  # 86 lines, 10s
@@ -295,6 +296,8 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_fetch_limits.py",  # 30 lines, 42s
         "tests/test_local_attacks.py",  # 60 lines, 112s
         "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
+        "tests/test_many_installers.py",  # types from one fetch, same bytes, 29s
+        "tests/test_build_matrix.py",  # matrix builds from one fetch, 27s
     ),
     "packager/fetch/verify.py": (
         "tests/test_message_bounds.py",  # boundaries of shortened values, 1s
@@ -315,8 +318,9 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_linux_packages.py",  # 5 lines, 41s
         "tests/test_non_utc.py",  # 5 lines, 64s
         "tests/test_local_attacks.py",  # 4 lines, 112s
+        "tests/test_many_installers.py",  # types from one fetch, same bytes, 29s
     ),
-    "packager/formats/deb_rpm.py": (
+    "packager/formats/linux.py": (
         "tests/test_templates_golden.py",  # renders every template against committed golden files
         "tests/test_deb_writer.py",  # 81 lines, 11s
         "tests/test_environment.py",  # 78 lines, 18s
@@ -328,6 +332,7 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_version.py",  # 4 lines, 10s
         "tests/test_env_file_property.py",  # 5 lines, 20s
         "tests/test_fetch_limits.py",  # 4 lines, 42s
+        "tests/test_many_installers.py",  # types from one fetch, same bytes, 29s
     ),
     "packager/formats/msi.py": (
         "tests/test_msi.py",  # 141 lines, 26s
@@ -355,10 +360,12 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_local_attacks.py",  # 1 lines, 112s
         "tests/test_crash.py",  # 1 lines, 273s
         "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
+        "tests/test_many_installers.py",  # types from one fetch, same bytes, 29s
     ),
     "packager/formats/pkg.py": (
         "tests/test_pkg.py",  # 44 lines, 15s
         "tests/test_format_guards.py",  # 36 lines, 64s
+        "tests/test_many_installers.py",  # types from one fetch, same bytes, 29s
     ),
     "packager/layout.py": (
         "tests/test_deb_writer.py",  # 39 lines, 11s
@@ -389,6 +396,7 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_non_utc.py",  # 70 lines, 64s
         "tests/test_local_attacks.py",  # 73 lines, 112s
         "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
+        "tests/test_many_installers.py",  # types from one fetch, same bytes, 29s
     ),
     "packager/render.py": (
         "tests/test_templates_golden.py",  # every template against its reviewed rendering, 2s
@@ -686,6 +694,14 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_non_utc.py",  # 90 lines, 64s
         "tests/test_local_attacks.py",  # 92 lines, 112s
     ),
+    "packager/writers/archpkg.py": (
+        "tests/test_linux_packages.py",  # bsdtar listing, .MTREE, .INSTALL under dash, pacman -U/-R
+        "tests/test_many_installers.py",  # types from one fetch, same bytes, 29s
+    ),
+    "packager/writers/tarblocks.py": (
+        "tests/test_deb_writer.py",  # the deb finisher's tar filter, 11s
+        "tests/test_linux_packages.py",  # the Arch finisher's, 41s
+    ),
     "packager/writers/msidb.py": (
         "tests/test_msi.py",  # 156 lines, 26s
         "tests/test_format_guards.py",  # 152 lines, 64s
@@ -710,7 +726,7 @@ FIRST: dict[str, tuple[str, ...]] = {
     "packager/options.py": ("tests/test_format_guards.py",),
     "packager/layout.py": ("tests/test_format_guards.py", "tests/test_layout.py"),
     "packager/render.py": ("tests/test_templates_golden.py", "tests/test_env_file_property.py"),
-    "packager/formats/deb_rpm.py": ("tests/test_format_guards.py", "tests/test_linux_packages.py"),
+    "packager/formats/linux.py": ("tests/test_format_guards.py", "tests/test_linux_packages.py"),
     "packager/formats/pkg.py": ("tests/test_pkg.py", "tests/test_format_guards.py"),
     "packager/formats/msi.py": ("tests/test_msi.py", "tests/test_format_guards.py"),
     "packager/fetch/extract.py": ("tests/test_extract.py", "tests/test_archive_targets.py"),
@@ -725,9 +741,12 @@ FIRST: dict[str, tuple[str, ...]] = {
 # Reviewed: tests whose work runs only in child processes killed with SIGKILL (no coverage data
 # is ever written), so coverage never selects them; they run for every mutant of these modules.
 _INIT_CRASH = "tests/test_crash_points.py::test_init_killed_anywhere_can_be_run_again"
+# And the plain-checkout test: it imports the renderer in a child interpreter (not measured).
+_PLAIN_CHECKOUT = "tests/test_templates_golden.py::test_templates_found_from_a_plain_checkout"
 BLIND: dict[str, tuple[str, ...]] = {
     "packager/repo/transaction.py": (_INIT_CRASH,),
     "packager/repo/repository.py": (_INIT_CRASH,),
+    "packager/render.py": (_PLAIN_CHECKOUT,),
 }
 
 
@@ -749,7 +768,15 @@ def _reviewed() -> None:
 _reviewed()
 
 # Test files deliberately in no entry (checked by `python -m mutate`, which names any other).
-UNMAPPED_ON_PURPOSE = frozenset({"tests/test_mutate_harness.py"})
+# The inspect tests exercise packager/installers/, which is not a mutation group yet.
+UNMAPPED_ON_PURPOSE = frozenset(
+    {
+        "tests/test_mutate_harness.py",
+        "tests/test_inspect.py",
+        "tests/test_inspect_pkg.py",
+        "tests/test_inspect_msi.py",
+    }
+)
 
 # A default run (`make mutate`): mutants per file, sampled by seed (0: all of them), and tests
 # per mutant, sharpest first (0: every selected test).

@@ -21,6 +21,7 @@ elif ! "$py" -c 'import venv, ensurepip' >/dev/null 2>&1; then
 fi
 if [ "${1:-}" = "--test" ]; then
   command -v msiinfo >/dev/null 2>&1 || need+=(msitools)
+  command -v wixl >/dev/null 2>&1 || need+=(wixl)  # builds a WiX-style MSI for the inspect tests
   command -v gcab >/dev/null 2>&1 || need+=(gcab)
   command -v cabextract >/dev/null 2>&1 || need+=(cabextract)
   command -v 7zz >/dev/null 2>&1 || need+=(7zip)

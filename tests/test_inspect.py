@@ -79,7 +79,9 @@ def test_our_linux_installers(built: dict[str, Path], served, kind: str) -> None
     assert report["enroll_secret_embedded"] is True
     assert report["fleet_url"] == "https://fleet.example.com"
     assert report["channels"] == {"orbit": "stable", "osqueryd": "stable", "desktop": "stable"}
-    targets = {t["name"]: t for t in report["targets"]}  # type: ignore[union-attr,index]
+    listed = report["targets"]
+    assert isinstance(listed, list)
+    targets = {t["name"]: t for t in listed}
     assert sorted(targets) == [
         "desktop/linux/stable/desktop.tar.gz",
         "orbit/linux/stable/orbit",

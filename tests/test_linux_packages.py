@@ -7,11 +7,11 @@ from __future__ import annotations
 import gzip
 import io
 import os
-import time
 import re
 import subprocess
 import sys
 import tarfile
+import time
 from datetime import datetime
 from pathlib import Path
 

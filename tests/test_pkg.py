@@ -295,3 +295,23 @@ def test_cpio_entries_carry_the_posix_cksum_of_what_they_hold(tmp_path: Path) ->
     link = entries["./opt/link"]
     assert (link.kind, link.link) == ("symlink", "data")
     assert (link.cksum, link.size) == cksum(b"data")
+
+
+def test_signed_without_source_date_epoch(
+    served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Signing without SOURCE_DATE_EPOCH: the signing engine takes the current time (the
+    reproducible signing time is passed only when there is one), and the signature verifies."""
+    from apple_platform import certificates, reading
+
+    from tests.helpers import cli
+
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    repo, server = served
+    pem = certificates.generate_self_signed("Orbit Test", profile="developer-id-installer")
+    bundle = pem.write_pem_bundle(tmp_path / "signer.pem")
+    out = tmp_path / "s.pkg"
+    cli("package", "--type", "pkg", "--update-url", server.url, "--update-roots",
+        repo / "repository/root.json", "--no-cache", "--sign-pem", bundle, "--outfile", out)  # fmt: skip
+    toc = reading.read_signature(str(out))[0]["entity"]["xar_table_of_contents"]
+    assert toc["rsa_signature_verifies"] is True and toc["cms_signature_verifies"] is True

@@ -33,7 +33,6 @@ ARCHES = {"amd64": "amd64", "x86_64": "amd64", "arm64": "arm64", "aarch64": "arm
 SECRET_KEY = "ORBIT_ENROLL_SECRET"  # noqa: S105 - the name of the variable
 _DECODE_ERRORS = (
     EOFError,
-    OSError,
     tarfile.TarError,
     lzma.LZMAError,
     zlib.error,
@@ -183,9 +182,16 @@ def _guard(path: Path, kind: str, read: Callable[[], InstallerContents]) -> Inst
         return read()
     except InstallerFormatError:
         raise
-    except _DECODE_ERRORS as exc:
+    except OSError as exc:
+        if exc.errno is not None:
+            raise  # the disk, not the installer (a full disk is named by the CLI)
         raise InstallerFormatError(
-            f"{path.name} is not a readable {kind} ({type(exc).__name__}: {str(exc)[:120]})"
+            f"{path.name} is not a readable {kind} ({type(exc).__name__})"
+        ) from None
+    except _DECODE_ERRORS as exc:
+        # Only the type: the message may quote bytes of the installer (the secret is in there).
+        raise InstallerFormatError(
+            f"{path.name} is not a readable {kind} ({type(exc).__name__})"
         ) from None
 
 

@@ -87,7 +87,7 @@ class Report:
 
 def channels(settings: dict[str, str]) -> dict[str, str]:
     names = {"orbit": "ORBIT_ORBIT_CHANNEL", "osqueryd": "ORBIT_OSQUERYD_CHANNEL"}
-    if settings.get("ORBIT_FLEET_DESKTOP") == "true":
+    if settings.get("ORBIT_FLEET_DESKTOP", "").lower() == "true":  # the MSI sets "True"
         names["desktop"] = "ORBIT_DESKTOP_CHANNEL"
     return {name: settings.get(key, "stable") for name, key in names.items()}
 
