@@ -25,6 +25,7 @@ from packager.tooling import DEFAULT_IMAGE, TOOLING_MODES
 
 PACKAGE_TYPES = ("deb", "rpm", "pkg", "msi", "pkg.tar.zst")
 LINUX_TYPES = ("deb", "rpm", "pkg.tar.zst")
+FLEETCTL_TYPE_ORDER = ("pkg", "deb", "rpm", "msi", "pkg.tar.zst")  # as its error message lists them
 COMPRESSIONS = {
     "deb": ("gzip", "xz", "zstd", "none"),
     "rpm": ("gzip", "xz", "zstd", "lzma"),
@@ -241,7 +242,8 @@ class BuildRequest:
     # fleetctl's checks, in its order and words (reference fleet-packaging.md 1.1), then ours.
     def validate(self) -> None:
         if self.type not in PACKAGE_TYPES:
-            raise UsageError(f"type must be one of ({', '.join(repr(t) for t in PACKAGE_TYPES)})")
+            listed = ", ".join(repr(t) for t in FLEETCTL_TYPE_ORDER)
+            raise UsageError(f"type must be one of ({listed})")
         if bool(self.fleet_url) != bool(self.enroll_secret):
             raise UsageError("--enroll-secret and --fleet-url must be provided together")
         if self.insecure and self.fleet_certificate:

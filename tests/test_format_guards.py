@@ -807,7 +807,7 @@ def test_library_callers_get_the_type_rule_too() -> None:
     gets fleetctl's message for any other."""
     with pytest.raises(UsageError) as info:
         BuildRequest(type="zip")
-    assert str(info.value) == "type must be one of ('deb', 'rpm', 'pkg', 'msi')"
+    assert str(info.value) == "type must be one of ('pkg', 'deb', 'rpm', 'msi', 'pkg.tar.zst')"
 
 
 def test_insecure_conflicts_reported_in_fleetctls_order(tmp_path: Path) -> None:
