@@ -87,11 +87,14 @@ def test_our_linux_installers(built: dict[str, Path], served, kind: str) -> None
         "orbit/linux/stable/orbit",
         "osqueryd/linux/stable/osqueryd",
     ]
+    listed_meta = json.loads((repo / "repository/targets.json").read_bytes())["signed"]["targets"]
     for name, target in targets.items():
+        assert target["version"] == listed_meta[name].get("custom", {}).get("version")
         data = served_target(repo, name)
         assert (target["length"], target["sha512"]) == (len(data), hashlib.sha512(data).hexdigest())
         assert target["matches_embedded_metadata"] is True
     assert targets["orbit/linux/stable/orbit"]["binary"] == "ELF X86_64 executable"
+    assert targets["orbit/linux/stable/orbit"]["version"] == "1.40.0"
     assert targets["desktop/linux/stable/desktop.tar.gz"]["binary"] == "archive"
     root = json.loads((repo / "repository/root.json").read_bytes())["signed"]
     tuf_root = report["tuf_root"]

@@ -91,7 +91,10 @@ def render_text(report: Report) -> str:
     lines.append("  targets:")
     for t in report.targets:
         mark = "" if t.matches_embedded_metadata else "  (differs from embedded metadata)"
-        lines.append(f"    {t.name}  {t.length} bytes  {t.binary}  sha512 {t.sha512[:16]}…{mark}")
+        version = f"  version {t.version}" if t.version else ""
+        lines.append(
+            f"    {t.name}{version}  {t.length} bytes  {t.binary}  sha512 {t.sha512[:16]}…{mark}"
+        )
     lines += [f"  note: {n}" for n in c.notes]
     lines += [f"  problem: {p}" for p in report.problems]
     if report.compared_with is not None:

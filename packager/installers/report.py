@@ -30,6 +30,7 @@ class Target:
     length: int
     sha512: str
     binary: str  # "ELF X86_64 executable", "archive", "unknown non-executable"
+    version: str | None  # custom.version in the embedded targets metadata
     in_embedded_metadata: bool
     matches_embedded_metadata: bool
 
@@ -175,11 +176,17 @@ def describe(contents: InstallerContents) -> Report:
         entry = listed.get(name)
         in_meta = isinstance(entry, dict)
         matches = False
+        version = None
         if isinstance(entry, dict):
+            custom = entry.get("custom")
+            if isinstance(custom, dict) and isinstance(custom.get("version"), str):
+                version = custom["version"]
             hashes = entry.get("hashes")
             sha = hashes.get("sha512") if isinstance(hashes, dict) else None
             matches = entry.get("length") == length and sha == sha512
-        targets.append(Target(name, rel, length, sha512, _binary(path, name), in_meta, matches))
+        targets.append(
+            Target(name, rel, length, sha512, _binary(path, name), version, in_meta, matches)
+        )
         if in_meta and not matches:
             problems.append(f"{rel} differs from the embedded TUF metadata of {name}")
     return Report(contents, root, targets, problems)
