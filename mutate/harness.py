@@ -165,7 +165,10 @@ class Plan:
         score = self._score(mutant)
         index = {a: i for i, a in enumerate(found)}
         ranked = sorted(found, key=lambda a: (-score.get(a, 0.0), index[a]))
-        return [*(b for b in self.blind if b not in ranked), *ranked]
+        # A blind node whose file also runs whole is left out: pytest collects a file once, so
+        # ``file::node`` before ``file`` would run only that node of the file.
+        blind = [b for b in self.blind if b not in ranked and b.split("::")[0] not in ranked]
+        return [*blind, *ranked]
 
     def _score(self, mutant: Mutant) -> dict[str, float]:
         """How specifically each test ran the code around the mutant.

@@ -238,3 +238,25 @@ def test_a_test_coverage_cannot_see_is_selected_anyway() -> None:
         spans=statement_spans(source),
     )
     assert plan.tests_for(mutant) == ["tests/test_crash.py::test_kill", "tests/test_m.py::test_f"]
+
+
+def test_a_blind_node_of_a_file_that_runs_whole_is_not_passed_twice() -> None:
+    """When the blind test's file has no current measurement it runs whole; passing its node
+    before the file would make pytest collect the file once, with that node only (the plain-
+    checkout node hid every golden test from render.py's mutants that way)."""
+    source = b"def f(x):\n    return x + 1\n"
+    mutant = next(m for m in python_mutants("m.py", source) if m.operator == "return")
+    plan = Plan(
+        path="m.py",
+        group="g",
+        tests=("tests/test_golden.py",),
+        all_mutants=[mutant],
+        mutants=[mutant],
+        file_sha="",
+        tests_sha="",
+        coverage={},  # stale: the file runs whole
+        blind=("tests/test_golden.py::test_plain_checkout",),
+        statement_of=statement_lines(source),
+        spans=statement_spans(source),
+    )
+    assert plan.tests_for(mutant) == ["tests/test_golden.py"]
