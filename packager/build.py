@@ -109,16 +109,19 @@ def _result_in_place() -> Iterator[None]:
         signals.finishing()
 
 
-def _output_path(req: BuildRequest) -> tuple[Path, str | None]:
-    """The output's directory (resolved) and file name (None: the builder's default).
+def _output_path(req: BuildRequest, created: list[Path]) -> tuple[Path, str | None]:
+    """The output's directory (resolved) and file name (None: the builder's default); the
+    directories made for ``--outdir`` are appended to ``created``, deepest last.
 
     Only the directory is resolved: a symbolic link at the output path itself is replaced by
     the installer, never followed (in a sticky /tmp it may belong to someone else)."""
     if req.outfile is None:
         if req.outdir is not None:
+            missing = [d for d in (req.outdir, *req.outdir.parents) if not d.exists()]
             # Made private: the installer in it holds the enroll secret (fleetctl makes
             # build/ 0700 the same way).
             req.outdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            created.extend(reversed(missing))
             return req.outdir.resolve(), None
         return Path.cwd().resolve(), None
     if req.outfile.is_dir() and not req.outfile.is_symlink():
@@ -159,6 +162,19 @@ def build_packages(
     once (the client's verified cache serves it to the other installers). Builds run in
     parallel, each in its own private stage; the installers are put in place only once every
     build succeeded, so a failure leaves no output at all."""
+    created: list[Path] = []  # --outdir directories this run made: removed again on failure
+    try:
+        return _build_packages(requests, created, progress)
+    except BaseException:
+        for directory in reversed(created):
+            with contextlib.suppress(OSError):  # not empty: something else is in it now
+                directory.rmdir()
+        raise
+
+
+def _build_packages(
+    requests: Sequence[BuildRequest], created: list[Path], progress: bool | None
+) -> list[BuildResult]:
     first = requests[0]
     jobs: list[_Job] = []
     for req in requests:
@@ -168,7 +184,7 @@ def build_packages(
         tooling = select_tooling(
             req.tooling, req.tooling_image, builder.external_tools, builder.install_hint
         )
-        out_dir, out_name = _output_path(req)
+        out_dir, out_name = _output_path(req, created)
         if not out_dir.is_dir():
             raise UsageError(f"output directory {out_dir} does not exist")
         if not os.access(out_dir, os.W_OK):

@@ -93,3 +93,23 @@ def test_refused_before_any_download(
     assert message in out.stderr
     assert sum(server.requests.values()) == 0
     assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_run_removes_the_outdir_it_made(
+    served: tuple[Path, FaultServer], tmp_path: Path
+) -> None:
+    """A run that fails after validation (here: no target on the channel) takes away the
+    --outdir directories it created, and only those."""
+    repo, server = served
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    for outdir in (tmp_path / "new" / "sub", kept):
+        out = cli(
+            "package", "--update-url", server.url, "--update-roots",
+            repo / "repository/root.json", "--no-cache", "--type", "deb,rpm",
+            "--orbit-channel", "no-such-channel", "--outdir", outdir, check=False,
+        )  # fmt: skip
+        assert out.returncode == 4, out.stderr
+        assert "no-such-channel" in out.stderr
+    assert not (tmp_path / "new").exists()
+    assert kept.is_dir() and list(kept.iterdir()) == []
