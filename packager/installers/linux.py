@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, cast
 
 from packager.installers.model import (
+    BoundedReader,
     InstallerContents,
     InstallerFormatError,
     extract_to,
@@ -156,27 +157,6 @@ def _decompressed(stream: IO[bytes], suffix: str) -> Iterator[IO[bytes]]:
         raise InstallerFormatError(f"unknown compression {suffix!r}")
 
 
-class _Limited(io.RawIOBase):
-    """The next ``size`` bytes of ``f``."""
-
-    def __init__(self, f: IO[bytes], size: int) -> None:
-        self.f, self.left = f, size
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        n = min(len(buffer), self.left)
-        if n <= 0:
-            return 0
-        data = self.f.read(n)
-        if not data:
-            raise InstallerFormatError("truncated archive member")
-        buffer[: len(data)] = data
-        self.left -= len(data)
-        return len(data)
-
-
 def _guard(path: Path, kind: str, read: Callable[[], InstallerContents]) -> InstallerContents:
     try:
         return read()
@@ -214,7 +194,7 @@ def _read_deb(path: Path, workdir: Path) -> InstallerContents:
             name = header[0:16].rstrip(b" ").rstrip(b"/").decode("ascii", "replace")
             size = int(header[48:58].strip() or b"0")
             start = f.tell()
-            member = io.BufferedReader(_Limited(f, size))
+            member = io.BufferedReader(BoundedReader(f, size, "truncated archive member"))
             if name.startswith("control.tar"):
                 with _decompressed(member, name[len("control.tar") :]) as stream:
                     control = _deb_control(stream)
@@ -337,7 +317,7 @@ def _walk_newc(stream: IO[bytes], tree: _Tree) -> None:
         stream.read((-(110 + namesize)) % 4)
         if name == "TRAILER!!!":
             return
-        member = io.BufferedReader(_Limited(stream, size))
+        member = io.BufferedReader(BoundedReader(stream, size, "truncated archive member"))
         tree.member(name, (mode & 0o170000) == 0o100000, size, _returning(member))
         member.read()  # the rest, if the tree did not read it
         stream.read((-size) % 4)

@@ -35,6 +35,7 @@ from xml.parsers import expat
 from packager.installers.model import (
     CHUNK,
     SMALL_LIMIT,
+    BoundedReader,
     InstallerContents,
     InstallerFormatError,
     extract_to,
@@ -263,27 +264,6 @@ class _Capped(io.RawIOBase):
         return len(data)
 
 
-class _Exact(io.RawIOBase):
-    """The next ``size`` bytes of a cpio stream: one entry's data."""
-
-    def __init__(self, source: IO[bytes], size: int, what: str) -> None:
-        self.source, self.left, self.what = source, size, what
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        n = min(len(buffer), self.left)
-        if n <= 0:
-            return 0
-        data = self.source.read(n)
-        if not data:
-            raise InstallerFormatError(f"{self.what} is truncated in the Payload")
-        buffer[: len(data)] = data
-        self.left -= len(data)
-        return len(data)
-
-
 class _Xar:
     """An open xar archive: its members and a way to read each, decoded and verified."""
 
@@ -504,7 +484,9 @@ class _PayloadWalk:
                 )
             kind = mode & _S_IFMT
             path = _payload_path(name[:-1], kind == _S_IFDIR)
-            data = io.BufferedReader(_Exact(cpio, size, _shown(path)))
+            data = io.BufferedReader(
+                BoundedReader(cpio, size, f"{_shown(path)} is truncated in the Payload")
+            )
             self._entry(path, kind, size, data)
             while data.read(CHUNK):  # the rest of an entry nobody read
                 pass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 from dataclasses import dataclass, field
@@ -88,3 +89,25 @@ def read_small(source: IO[bytes], what: str) -> bytes:
     if len(data) > SMALL_LIMIT:
         raise InstallerFormatError(f"{what} is larger than {SMALL_LIMIT} bytes")
     return data
+
+
+class BoundedReader(io.RawIOBase):
+    """The next ``size`` bytes of ``source`` (one archive member's data); running out of
+    bytes before that raises ``truncated`` as an InstallerFormatError."""
+
+    def __init__(self, source: IO[bytes], size: int, truncated: str) -> None:
+        self.source, self.left, self.truncated = source, size, truncated
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        n = min(len(buffer), self.left)
+        if n <= 0:
+            return 0
+        data = self.source.read(n)
+        if not data:
+            raise InstallerFormatError(self.truncated)
+        buffer[: len(data)] = data
+        self.left -= len(data)
+        return len(data)
