@@ -11,6 +11,12 @@ directory, a ``--no-cache`` cache, temporary names beside the output), and the p
   whose C++ module initialisation aborts the process (exit 134) when an exception surfaces in
   the middle of it. The signal is acted on when the block ends. It also blocks the signals at
   the thread level, so this holds even before :func:`install` has run.
+* A signal raised from a handler can land between a lock's ``acquire()`` and the ``try`` that
+  would release it (``tempfile``'s first call holds one that way): cleanup that needs the lock
+  again would wait for ever. So the first raise also arms a watchdog (SIGALRM, which interrupts
+  a blocked lock acquisition): if the process has not exited :data:`WATCHDOG` seconds later, it
+  says where it was stuck and exits 128 + signo at once. :func:`prepare_modules` makes
+  ``tempfile`` initialise its module state while signals are held back.
 * :func:`finishing` marks the instant a command's result is put in place (the installer renamed
   to its final name): from then on signals are ignored and the command completes and exits 0,
   so an output file exists and "Generated ..." is printed exactly when the exit status is 0.
@@ -18,15 +24,21 @@ directory, a ``--no-cache`` cache, temporary names beside the output), and the p
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 
 HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 CLEANUP_GRACE = 5.0  # seconds after a raise during which further signals are ignored
+WATCHDOG = 60  # seconds after a raise by which the process must have exited
 
 
 class Interrupted(BaseException):
@@ -55,6 +67,7 @@ class _State:
     deferring = 0
     pending: int | None = None  # a signal that arrived while deferring
     raised_at: float | None = None  # when Interrupted was last raised (cleanup is running)
+    watchdog: int | None = None  # the signal the armed watchdog exits for
     finished = False  # the result is in place: signals are ignored
 
 
@@ -67,7 +80,31 @@ def _stopping() -> bool:
 
 def _raise(signo: int) -> None:
     _state.raised_at = time.monotonic()
+    _arm_watchdog(signo)
     raise Interrupted(signo)
+
+
+def _arm_watchdog(signo: int) -> None:
+    if _state.watchdog is not None or threading.current_thread() is not threading.main_thread():
+        return
+    _state.watchdog = signo
+    signal.signal(signal.SIGALRM, _watchdog_fired)
+    signal.alarm(WATCHDOG)
+
+
+def _watchdog_fired(_signo: int, frame: FrameType | None) -> None:
+    signo = _state.watchdog or signal.SIGTERM
+    where = "unknown"
+    if frame is not None:
+        code = frame.f_code
+        where = f"{Path(code.co_filename).name}:{frame.f_lineno} in {code.co_name}"
+    message = (
+        f"orbit-packager: cleanup after {signal.Signals(signo).name} did not finish in"
+        f" {WATCHDOG}s (stuck at {where}); exiting, temporary files may remain\n"
+    )
+    with contextlib.suppress(OSError):
+        os.write(sys.stderr.fileno(), message.encode())
+    os._exit(128 + signo)
 
 
 def _handle(signo: int, _frame: FrameType | None) -> None:
@@ -90,6 +127,16 @@ def install() -> None:
             # nohup, SIGINT for `cmd &` in a non-interactive shell.
             signal.signal(signo, _handle)
     _state.installed = True
+
+
+def prepare_modules() -> None:
+    """Make tempfile's first calls with signals held back (call right after :func:`install`).
+
+    Those calls take a module lock between ``acquire()`` and ``try``: a signal raised exactly
+    there would leave it held, and the cleanup's own temporary-file calls would wait for it."""
+    with deferred(), contextlib.suppress(OSError):
+        tempfile.gettempdir()
+        next(tempfile._get_candidate_names())  # type: ignore[attr-defined]
 
 
 def raise_pending() -> None:

@@ -842,6 +842,67 @@ def test_signal_at_the_rename(
         assert stat.S_IMODE(out.stat().st_mode) == 0o600
 
 
+_STUCK_CLEANUP = """
+import sys, threading, time
+from packager import signals
+signals.WATCHDOG = 2
+signals.install()
+lock = threading.Lock()
+try:
+    print("ready", flush=True)
+    while True:
+        time.sleep(0.01)
+finally:
+    # What a signal raised between a lock's acquire() and its try leaves: cleanup that takes
+    # the lock again waits for ever.
+    lock.acquire()
+    lock.acquire()
+"""
+
+
+@pytest.mark.parametrize("signo", SIGNALS, ids=lambda s: signal.Signals(s).name)
+def test_a_cleanup_stuck_after_a_signal_still_exits(signo: int) -> None:
+    """A CI run hung for good after one SIGINT (no output, 480 s). Whatever cleanup blocks on,
+    the process exits 128 + signo once the watchdog expires, saying where it was stuck."""
+    with subprocess.Popen(
+        [sys.executable, "-c", _STUCK_CLEANUP],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_signals,
+    ) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "ready\n"
+        started = time.monotonic()
+        proc.send_signal(signo)
+        try:
+            _out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise AssertionError("the process never exited") from None
+    assert proc.returncode == 128 + signo, err
+    assert time.monotonic() - started >= 2
+    assert f"cleanup after {signal.Signals(signo).name} did not finish in 2s" in err
+    assert "in <module>" in err  # where: the line holding the second acquire()
+
+
+def test_tempfile_state_is_made_before_a_signal_can_interrupt_it() -> None:
+    """tempfile's first calls hold a module lock outside any try; prepare_modules makes them
+    with signals held back, so no later call (cleanup's included) needs that lock again."""
+    code = (
+        "import tempfile\n"
+        "from packager import signals\n"
+        "signals.install(); signals.prepare_modules()\n"
+        "print(tempfile.tempdir is not None, tempfile._name_sequence is not None)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert proc.stdout.split() == ["True", "True"], proc.stderr
+
+
 def test_errno_of_a_planted_temp_name_is_not_followed(tmp_path: Path) -> None:
     """A link with the exact temporary name would not be opened (O_EXCL|O_NOFOLLOW)."""
     from packager.repo.fsutil import create_new_file

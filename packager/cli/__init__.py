@@ -35,8 +35,10 @@ def cli() -> None:
 from packager.cli import fetch as _fetch  # noqa: E402 - registered on the group above
 from packager.cli import inspect as _inspect  # noqa: E402
 from packager.cli import package as _package  # noqa: E402
+from packager.cli import publish as _publish  # noqa: E402
 from packager.cli import updates as _updates  # noqa: E402
 
+_updates.updates.add_command(_publish.publish)
 cli.add_command(_updates.updates)
 cli.add_command(_fetch.verify)
 cli.add_command(_fetch.fetch)
@@ -51,6 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     signals.install()
     try:
         signals.raise_pending()  # one that arrived while the modules were loading
+        signals.prepare_modules()
         _main(argv)
     except signals.Interrupted as exc:
         click.echo(f"orbit-packager: {exc.message}", err=True)
