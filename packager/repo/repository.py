@@ -208,6 +208,13 @@ class UpdateRepository:
 
     # -- commands ----------------------------------------------------------------------------
     @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the repository lock (after completing an interrupted command): for readers
+        such as ``publish`` that must see one committed state from start to end."""
+        with self._locked():
+            yield
+
+    @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         make_dirs(self.path)  # never group/other-writable, whatever the umask
         with exclusive_lock(self.path / LOCK_NAME, str(self.path)):
