@@ -154,7 +154,8 @@ def publish(
     if as_json:
         click.echo(json.dumps(report, indent=2, sort_keys=True))
     else:
-        click.echo(summary(plan, dry_run=dry_run))
+        if not dry_run:
+            click.echo(summary(plan))
         for problem in problems:
             click.echo(f"verify: {problem}")
         if verify_url and not dry_run and not problems:
@@ -184,6 +185,8 @@ def run_publish(
         )
         for override in plan.overrides:
             click.echo(f"orbit-packager: --force: {override}", err=True)
+        for note in plan.notes:
+            click.echo(f"orbit-packager: note: {note}", err=True)
         if dry_run:
             if not quiet:
                 click.echo(plan_text(plan))
@@ -244,9 +247,7 @@ def plan_text(plan: PublishPlan) -> str:
     return "\n".join(lines)
 
 
-def summary(plan: PublishPlan, *, dry_run: bool) -> str:
-    if dry_run:
-        return ""
+def summary(plan: PublishPlan) -> str:
     return (
         f"Published to {plan.destination}: {len(plan.uploads)} uploaded"
         f" ({_size(plan.upload_bytes)}), {len(plan.unchanged)} unchanged,"

@@ -11,6 +11,9 @@ parallel):
 5. ``root.json``, 6. ``targets.json``, 7. ``snapshot.json``;
 8. ``timestamp.json``, the switch, last.
 
+A new root goes first, unless the published files do not verify under it while the new ones
+verify under the old root (a key rotation: see :func:`_root_order`); then it goes last.
+
 Before anything is written, what is published is read back: a role whose published version is
 higher than ours, or equal with other bytes, or a versioned file (``N.root.json``...) that
 differs from ours, stops the publish with nothing changed -- a published version never goes
@@ -29,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from packager.errors import CorruptRepositoryError, RepositoryStateError
 from packager.repo import metadata as meta
@@ -124,12 +128,18 @@ class PublishPlan:
     kept_young: list[str] = field(default_factory=list)  # stale, but newer than --delete-stale
     versions: dict[str, dict[str, int | None]] = field(default_factory=dict)
     overrides: list[str] = field(default_factory=list)  # what --force let through
+    root_last: bool = False  # see _root_order
+    notes: list[str] = field(default_factory=list)
 
     def phases(self) -> Iterator[tuple[str, list[Upload]]]:
-        for index, title in enumerate(PHASES):
+        order = list(range(len(PHASES)))
+        if self.root_last:
+            roots = [PHASES.index("root versions"), PHASES.index("root.json")]
+            order = [i for i in order if i not in roots] + roots
+        for index in order:
             group = [u for u in self.uploads if u.file.phase == index]
             if group:
-                yield title, group
+                yield PHASES[index], group
 
     @property
     def upload_bytes(self) -> int:
@@ -147,6 +157,8 @@ class PublishPlan:
             "kept_stale": self.kept_young,
             "versions": self.versions,
             "overrides": self.overrides,
+            "root_last": self.root_last,
+            "notes": self.notes,
         }
 
 
@@ -166,15 +178,18 @@ def local_files(repository: Path) -> list[LocalFile]:
 
 def _check_published_versions(
     state: RepoState, store: Store, plan: PublishPlan, *, force: bool
-) -> None:
+) -> dict[str, meta.LoadedMetadata]:
+    """The published top-level roles (those that parse), after the version checks."""
     conflicts: list[str] = []
+    found: dict[str, meta.LoadedMetadata] = {}
     for role in ROLES:
         local = state.role(role)
         raw = store.read(f"{role}.json", META_LIMIT)
         published: int | None = None
         if raw is not None:
             try:
-                published = meta.parse(raw, role, f"{store.url}/{role}.json").version
+                found[role] = meta.parse(raw, role, f"{store.url}/{role}.json")
+                published = found[role].version
             except CorruptRepositoryError as exc:
                 conflicts.append(f"{exc.message} (published)")
         plan.versions[role] = {"local": local.version, "published": published}
@@ -192,6 +207,45 @@ def _check_published_versions(
                 f"{local.version} (two copies signed the same version)"
             )
     _refuse_or_override(conflicts, plan, force=force)
+    return found
+
+
+def _verifies(root: Any, role: str, loaded: meta.LoadedMetadata) -> bool:
+    try:
+        meta.verify_signed_by(root, role, loaded, role)
+    except CorruptRepositoryError:
+        return False
+    return True
+
+
+def _root_order(
+    state: RepoState, published: dict[str, meta.LoadedMetadata], plan: PublishPlan
+) -> None:
+    """Where a new root goes: first, unless that would break agents and last would not.
+
+    First (the rule) is right when what is published now still verifies under the new root:
+    an agent that fetched the new root early keeps reading the old files. A key rotation
+    re-signs the new files with the old key as well, but the published files carry only the
+    old one, which the new root revoked: there the new files verify under the old root, and
+    the root goes last instead. When neither holds, no order avoids a window."""
+    old_root = published.get("root")
+    if old_root is None or old_root.version >= state.root.version:
+        return
+    new_root = state.root_signed
+    others = [r for r in ("timestamp", "snapshot", "targets") if r in published]
+    if all(_verifies(new_root, r, published[r]) for r in others):
+        return
+    if all(_verifies(old_root.md.signed, r, state.role(r)) for r in others):
+        plan.root_last = True
+        plan.notes.append(
+            "the published files do not verify under the new root, the new ones verify under"
+            " both: the new root goes last"
+        )
+        return
+    plan.notes.append(
+        "neither the published files verify under the new root nor the new files under the old"
+        " one: agents polling during this publish may fail once and succeed on their next poll"
+    )
 
 
 def _refuse_or_override(conflicts: list[str], plan: PublishPlan, *, force: bool) -> None:
@@ -234,7 +288,8 @@ def plan_publish(
     Call with ``repo``'s lock held and ``store``'s session open."""
     plan = PublishPlan(store.url)
     _check_not_expired(state, now, plan, force=force)
-    _check_published_versions(state, store, plan, force=force)
+    published = _check_published_versions(state, store, plan, force=force)
+    _root_order(state, published, plan)
     remote = store.list()
     files = local_files(repo.repository)
     forks: list[str] = []

@@ -399,8 +399,9 @@ class DirectoryStore:
             for parent in reversed(dest.relative_to(self.directory).parents):
                 directory = self.directory / parent
                 if not directory.is_dir():
-                    directory.mkdir(mode=0o755)
-                    os.chmod(directory, 0o755)  # noqa: S103 - served to the world
+                    with contextlib.suppress(FileExistsError):  # uploads run in parallel
+                        directory.mkdir(mode=0o755)
+                        os.chmod(directory, 0o755)  # noqa: S103 - served to the world
                     fsync_dir(directory.parent)
             tmp = temp_path(dest)
             digest = hashlib.sha256()
