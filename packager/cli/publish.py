@@ -46,14 +46,15 @@ def destination_options(f: F) -> F:
                 "--endpoint-url",
                 envvar=["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"],
                 metavar="URL",
-                help="S3-compatible endpoint (MinIO, Ceph, R2...) for s3:// destinations"
-                " [env: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL]. Credentials come from each"
-                " cloud's environment and config files, never from flags.",
+                help="S3-compatible endpoint (MinIO, Ceph, R2...) for s3:// destinations."
+                " Credentials come from each cloud's environment and config files, never"
+                " from flags.",
             ),
             click.option(
                 "--timestamp-max-age",
                 default="60s",
                 show_default=True,
+                metavar="DURATION",
                 callback=_age("--timestamp-max-age"),
                 help="Cache-Control max-age of timestamp.json and every other name replaced in"
                 " place (0: no-cache). Agents see a publish at most this late through a CDN.",
@@ -62,6 +63,7 @@ def destination_options(f: F) -> F:
                 "--immutable-max-age",
                 default="365d",
                 show_default=True,
+                metavar="DURATION",
                 callback=_age("--immutable-max-age"),
                 help="Cache-Control max-age of names never reused: N.root.json, versioned"
                 " metadata and hash-prefixed targets.",
@@ -80,8 +82,7 @@ def destination_options(f: F) -> F:
     envvar="ORBIT_PACKAGER_PUBLISH_TO",
     metavar="URL",
     help="Where agents download from: s3://BUCKET/PREFIX, gs://BUCKET/PREFIX,"
-    " az://CONTAINER/PREFIX, or a local directory (an nginx root, an rsync source)"
-    " [env: ORBIT_PACKAGER_PUBLISH_TO].",
+    " az://CONTAINER/PREFIX, or a local directory (an nginx root, an rsync source).",
 )
 @destination_options
 @click.option(

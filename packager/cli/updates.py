@@ -18,10 +18,16 @@ from packager.cli.common import (
     path_option,
     warn_option,
 )
-from packager.errors import EXIT_CHECK_FAILED, EXIT_OK
+from packager.cli.publish import destination_options, run_publish
+from packager.cli.publish import summary as publish_summary
+from packager.errors import EXIT_CHECK_FAILED, EXIT_OK, UsageError
+from packager.fetch.client import load_trusted_root
+from packager.fetch.published import load_published
 from packager.flagsyntax import FleetctlGroup
+from packager.repo import metadata as meta
+from packager.repo.publish import CachePolicy
 from packager.repo.repository import ROLES, Expirations, PublishResult, UpdateRepository, utcnow
-from packager.repo.status import render_text, repository_status
+from packager.repo.status import render_text, repository_status, roles_status
 
 _DEFAULTS = {"root": "87600h", "targets": "26280h", "snapshot": "26280h", "timestamp": "336h"}
 
@@ -133,15 +139,73 @@ def remove(path: Path, targets: tuple[str, ...], as_json: bool, **exp: timedelta
     _emit(repo, as_json, {"removed": result.removed, "versions": result.versions}, text)
 
 
+def _window_option(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[str, timedelta] | None:
+    """--if-expiring-within: the value as typed (repeated in the output) and as a duration."""
+    if value is None:
+        return None
+    return value, duration_option_callback("--if-expiring-within")(ctx, param, value)
+
+
 @updates.command()
 @path_option
 @expiration_options("timestamp")
+@click.option(
+    "--if-expiring-within",
+    "if_expiring_within",
+    metavar="DURATION",
+    callback=_window_option,
+    help="Re-sign only when timestamp.json expires within DURATION (e.g. 72h, 3d), has "
+    "expired or does not match snapshot.json; else change nothing and ask no passphrase "
+    "(for cron and systemd timers).",
+)
+@click.option(
+    "--publish",
+    "publish_to",
+    metavar="URL",
+    help="Then publish the repository there, as `updates publish --to URL` (every run, re-signed"
+    " or not: a publish that failed last time is finished).",
+)
+@destination_options
 @json_option
-def timestamp(path: Path, as_json: bool, **exp: timedelta) -> None:
+def timestamp(
+    path: Path,
+    if_expiring_within: tuple[str, timedelta] | None,
+    publish_to: str | None,
+    endpoint_url: str | None,
+    timestamp_max_age: timedelta,
+    immutable_max_age: timedelta,
+    as_json: bool,
+    **exp: timedelta,
+) -> None:
     """Re-sign timestamp.json (run at least every --timestamp-expiration)."""
+    window = if_expiring_within[1] if if_expiring_within else None
     repo = _repo(path, **exp)
-    result = repo.timestamp()
-    _emit(repo, as_json, {"versions": result.versions}, f"Signed {_versions_text(result)}")
+    result = repo.timestamp(if_expiring_within=window)
+    expires = meta.utc_z(result.expires["timestamp"])
+    data = {"versions": result.versions, "signed": result.signed, "expires": expires}
+    if window is not None:
+        data["reason"] = result.reason
+    if not result.signed:
+        left = f"{result.reason} ({expires})"
+        typed = if_expiring_within[0] if if_expiring_within else ""
+        text = f"{left}: not re-signed (--if-expiring-within {typed})"
+    elif result.reason:
+        text = f"Signed {_versions_text(result)} ({result.reason})"
+    else:
+        text = f"Signed {_versions_text(result)}"
+    if publish_to is not None:
+        plan = run_publish(
+            repo,
+            publish_to,
+            endpoint_url=endpoint_url,
+            policy=CachePolicy(timestamp_max_age, immutable_max_age),
+            quiet=as_json,
+        )
+        data["published"] = plan.to_json()
+        text += "\n" + publish_summary(plan)
+    _emit(repo, as_json, data, text)
 
 
 @updates.command()
@@ -171,12 +235,62 @@ def rotate(path: Path, role: str, as_json: bool, **exp: timedelta) -> None:
 
 @updates.command()
 @path_option
+@click.option(
+    "--url",
+    metavar="URL",
+    help="Check the repository published at this URL (what clients see) instead of --path.",
+)
+@click.option(
+    "--update-roots",
+    metavar="FILE",
+    help="With --url: trusted root.json (file or JSON) to walk the root chain from "
+    "(default: the published root.json, trusted as it is).",
+)
 @warn_option
 @click.option("--targets", "with_targets", is_flag=True, help="Also list every target path.")
 @json_option
-def status(path: Path, warn: timedelta, with_targets: bool, as_json: bool) -> None:
+def status(
+    path: Path,
+    url: str | None,
+    update_roots: str | None,
+    warn: timedelta,
+    with_targets: bool,
+    as_json: bool,
+) -> None:
     """Show each role's version, expiry and keys; exit 1 if one expires within --warn."""
-    repo = _repo(path)
-    report = repository_status(repo, warn, utcnow(), with_targets=with_targets)
-    _emit(repo, as_json, report.to_json(), render_text(report))
+    if url is None:
+        if update_roots is not None:
+            raise UsageError("--update-roots goes with --url (the published repository)")
+        repo = _repo(path)
+        report = repository_status(repo, warn, utcnow(), with_targets=with_targets)
+        _emit(repo, as_json, report.to_json(), render_text(report))
+        sys.exit(EXIT_OK if report.ok else EXIT_CHECK_FAILED)
+    source = click.get_current_context().get_parameter_source("path")
+    if source not in (None, click.core.ParameterSource.DEFAULT):
+        raise UsageError(
+            "--path and --url are mutually exclusive",
+            hint="--path reads the local repository, --url the published one",
+        )
+    trusted = load_trusted_root(url, update_roots) if update_roots is not None else None
+    published = load_published(url, trusted_root=trusted)
+    chain = published.root_chain
+    if published.trusted_from == "published":
+        note = "root trusted as published (pass --update-roots to check the chain)"
+    else:
+        note = f"root chain walked from the --update-roots root v{chain[0]} to v{chain[-1]}"
+    report = roles_status(
+        published,
+        published.url,
+        warn,
+        utcnow(),
+        with_targets=with_targets,
+        problems=published.problems,
+        notes=[note],
+    )
+    if as_json:
+        data = {**report.to_json(), "url": published.url, "root_chain": chain}
+        data["trusted_root"] = published.trusted_from
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        click.echo(render_text(report))
     sys.exit(EXIT_OK if report.ok else EXIT_CHECK_FAILED)

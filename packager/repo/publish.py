@@ -361,11 +361,11 @@ def execute(
             else f"{uploaded} of {len(plan.uploads)} files were uploaded before it, but not the"
             " switch (timestamp.json): agents still see the previous repository"
         )
-        raise StoreError(f"{exc.message}; {state}", hint="run `updates publish` again") from None
+        raise type(exc)(f"{exc.message}; {state}", hint="run `updates publish` again") from None
     try:
         _run([_task(store.delete, None, n, hook) for n in plan.deletes], jobs)
     except StoreError as exc:
-        raise StoreError(
+        raise type(exc)(
             f"{exc.message}; the repository is published, some stale objects were not deleted",
             hint="run `updates publish --delete-stale` again",
         ) from None

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from securesystemslib.signer import CryptoSigner
+from tuf.api.exceptions import LengthOrHashMismatchError
 from tuf.api.metadata import (
     Metadata,
     MetaFile,
@@ -42,6 +43,7 @@ from packager.errors import (
     UsageError,
 )
 from packager.repo import metadata as meta
+from packager.repo.durations import format_duration
 from packager.repo.fsutil import copy_and_hash, exclusive_lock, link_or_copy, make_dirs
 from packager.repo.keys import KeyStore, RoleKey, decrypt_keys, encrypt_keys, is_encrypted
 from packager.repo.naming import check_component, check_name, check_target_path, target_paths
@@ -101,6 +103,11 @@ class PublishResult:
     removed: list[str] = field(default_factory=list)
     new_key_ids: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # False when the command found nothing to do and changed no file (``timestamp`` with
+    # ``if_expiring_within``); ``versions`` then holds the current, unchanged versions.
+    signed: bool = True
+    expires: dict[str, datetime] = field(default_factory=dict)  # per role, after the command
+    reason: str = ""  # why it signed, or why not (``timestamp`` with ``if_expiring_within``)
 
 
 def utcnow() -> datetime:
@@ -348,12 +355,28 @@ class UpdateRepository:
                 del targets_md.signed.targets[path]
             return self._change("remove", state, targets_md, signers, txn, before, removed=removed)
 
-    def timestamp(self) -> PublishResult:
-        """Re-sign ``timestamp.json`` only (needs only the timestamp key)."""
+    def timestamp(self, *, if_expiring_within: timedelta | None = None) -> PublishResult:
+        """Re-sign ``timestamp.json`` only (needs only the timestamp key).
+
+        With ``if_expiring_within``, re-sign only when timestamp.json expires within that long
+        from now, has expired, has a non-UTC ``expires``, or does not name the published
+        snapshot.json (version, length, hashes); otherwise change nothing and decrypt no key
+        (``signed`` is False in the result). Decided under the repository lock.
+        """
         with self._locked():
             state = self.load()
             self._refuse_expired_root(state)
             root = state.root_signed
+            reason = ""
+            if if_expiring_within is not None:
+                due, reason = self._timestamp_due(state, if_expiring_within, self._now())
+                if not due:
+                    return PublishResult(
+                        versions={"timestamp": state.timestamp.version},
+                        signed=False,
+                        expires={"timestamp": state.timestamp.expires},
+                        reason=reason,
+                    )
             signers = self._signers_for(root, "timestamp", self._role_keys("timestamp"))
             now = self._now()
             ts_md: Metadata[Timestamp] = state.timestamp.md
@@ -373,7 +396,33 @@ class UpdateRepository:
             txn.begin()
             txn.stage_bytes("timestamp.json", new["timestamp"])
             txn.commit(Change("timestamp", writes=["timestamp.json"]))
-            return PublishResult(versions={"timestamp": ts.version})
+            return PublishResult(
+                versions={"timestamp": ts.version},
+                expires={"timestamp": ts.expires},
+                reason=reason,
+            )
+
+    @staticmethod
+    def _timestamp_due(state: RepoState, window: timedelta, now: datetime) -> tuple[bool, str]:
+        """Whether timestamp.json must be re-signed now, and why (or why not), in words."""
+        loaded = state.timestamp
+        ts: Timestamp = loaded.md.signed
+        name = f"timestamp.json v{loaded.version}"
+        snap = ts.snapshot_meta
+        if snap.version != state.snapshot.version:
+            return True, (
+                f"snapshot.json is v{state.snapshot.version} but {name} names v{snap.version}"
+            )
+        try:
+            snap.verify_length_and_hashes(state.snapshot.raw)
+        except LengthOrHashMismatchError:
+            return True, f"snapshot.json differs from the length or hashes {name} records"
+        if loaded.original_expires:
+            return True, f"{name} has a non-UTC expires ({loaded.original_expires})"
+        left = loaded.expires - now
+        if left <= timedelta(0):
+            return True, f"{name} expired {format_duration(-left)} ago"
+        return left <= window, f"{name} expires in {format_duration(left)}"
 
     def rotate(self, role: str) -> PublishResult:
         """Replace ``role``'s key: revoke the old, add a new one, re-sign every role.

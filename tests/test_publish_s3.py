@@ -1,0 +1,242 @@
+"""`updates publish` to a real S3 API server (moto's, on 127.0.0.1): agents read the bucket over
+anonymous HTTP, as they read S3 or a CDN in front of it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tuf.ngclient import Updater
+
+from packager.repo.passphrase import PassphraseSource
+from packager.repo.publish import CachePolicy, execute, plan_publish
+from packager.repo.repository import UpdateRepository, utcnow
+from packager.repo.stores import ConflictError, open_store
+from tests.helpers import TEST_PASSPHRASES, cli, tree_bytes
+from tests.s3server import CREDENTIALS, S3Server, cutting_proxy
+
+ENV = {**TEST_PASSPHRASES, **CREDENTIALS}
+CHANNEL = "orbit/linux/stable/orbit"
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    server = S3Server(tmp_path_factory.mktemp("moto") / "moto.log")
+    yield server
+    server.close()
+
+
+def _repo(path: Path, *, consistent: bool) -> UpdateRepository:
+    repo = UpdateRepository(path, PassphraseSource(environ=TEST_PASSPHRASES))
+    repo.init(consistent_snapshot=consistent)
+    return repo
+
+
+def _add(repo: UpdateRepository, tmp: Path, version: str) -> bytes:
+    payload = tmp / f"orbit-{version}"
+    payload.write_bytes(f"orbit {version}\n".encode() * 4000)
+    repo.add(payload, name="orbit", platform="linux", version=version, tags=["stable"])
+    return payload.read_bytes()
+
+
+def _publish(s3: S3Server, repo: Path, bucket: str, *extra: str, check: bool = True) -> Any:
+    return cli(
+        "updates", "publish", "--path", repo, "--to", f"s3://{bucket}/tuf",
+        "--endpoint-url", s3.endpoint, *extra, env=ENV, check=check,
+    )  # fmt: skip
+
+
+def _fresh_view(url: str, root_v1: bytes) -> tuple[int, bytes]:
+    """(timestamp version, stable orbit) as a new agent reads the bucket."""
+    with tempfile.TemporaryDirectory() as tmp:
+        md, tg = Path(tmp, "md"), Path(tmp, "tg")
+        md.mkdir()
+        tg.mkdir()
+        updater = Updater(str(md), url + "/", str(tg), url + "/targets/", bootstrap=root_v1)
+        updater.refresh()
+        info = updater.get_targetinfo(CHANNEL)
+        assert info is not None
+        data = Path(updater.download_target(info, str(tg / "orbit"))).read_bytes()
+        version = json.loads((md / "timestamp.json").read_bytes())["signed"]["version"]
+        return int(version), data
+
+
+@pytest.mark.parametrize("consistent", [False, True], ids=["plain", "consistent-snapshot"])
+def test_publish_to_s3_agents_verify_from_the_bucket(
+    s3: S3Server, tmp_path: Path, consistent: bool
+) -> None:
+    from tests.gotuf.harness import client_targets, gotuf_binary
+
+    repo = _repo(tmp_path / "repo", consistent=consistent)
+    _add(repo, tmp_path, "1.0.0")
+    bucket = s3.bucket()
+    url = f"{s3.endpoint}/{bucket}/tuf"
+    proc = _publish(s3, repo.path, bucket, "--verify-url", url)
+    assert f"Verified {url}" in proc.stdout, proc.stdout + proc.stderr
+    assert s3.objects(bucket, "tuf/") == tree_bytes(repo.repository)
+    # Orbit's own client, from the bucket's anonymous HTTP endpoint.
+    out = client_targets(gotuf_binary(), url, (repo.repository / "1.root.json").read_bytes())
+    assert out["targets"][CHANNEL]["length"] == len((tmp_path / "orbit-1.0.0").read_bytes())
+    client = s3.client()
+    ts = client.head_object(Bucket=bucket, Key="tuf/timestamp.json")
+    assert ts["CacheControl"] == "public, max-age=60"
+    assert ts["ContentType"] == "application/json"
+    root = client.head_object(Bucket=bucket, Key="tuf/1.root.json")
+    assert root["CacheControl"] == "public, max-age=31536000"
+    target = client.head_object(Bucket=bucket, Key=f"tuf/targets/{CHANNEL}")
+    assert target["ContentType"] == "application/octet-stream"
+    again = json.loads(_publish(s3, repo.path, bucket, "--json").stdout)
+    assert again["uploads"] == []  # compared by length and the sha256 recorded at upload
+
+
+def test_an_agent_polling_during_publishes_never_fails(s3: S3Server, tmp_path: Path) -> None:
+    """Agents poll the bucket without pause while adds are published: one that keeps its
+    metadata (as Orbit does) and, with consistent snapshots, fresh ones too, never fail."""
+    repo = _repo(tmp_path / "repo", consistent=True)
+    payloads = [_add(repo, tmp_path, "1.0.0")]
+    bucket = s3.bucket()
+    url = f"{s3.endpoint}/{bucket}/tuf"
+    _publish(s3, repo.path, bucket)
+    root_v1 = (repo.repository / "1.root.json").read_bytes()
+    outcomes: Counter[str] = Counter()
+    stop = threading.Event()
+    store, downloads = tmp_path / "agent", tmp_path / "downloads"
+    store.mkdir()
+    downloads.mkdir()
+    (store / "root.json").write_bytes(root_v1)
+
+    def poll() -> None:
+        while not stop.is_set():
+            try:
+                updater = Updater(
+                    str(store), url + "/", str(downloads), url + "/targets/", bootstrap=None
+                )
+                updater.refresh()
+                info = updater.get_targetinfo(CHANNEL)
+                assert info is not None
+                path = str(downloads / "orbit")
+                if updater.find_cached_target(info, path) is None:
+                    updater.download_target(info, path)
+                _fresh_view(url, root_v1)
+                outcomes["ok"] += 1
+            except Exception as exc:  # any failure counts, and is shown
+                outcomes[f"{type(exc).__name__}: {exc}"] += 1
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    try:
+        for i in range(1, 4):
+            payloads.append(_add(repo, tmp_path, f"1.{i}.0"))
+            _publish(s3, repo.path, bucket, "--jobs", "2")
+    finally:
+        stop.set()
+        poller.join()
+    assert set(outcomes) == {"ok"}, outcomes
+    assert outcomes["ok"] >= 10
+    assert (downloads / "orbit").read_bytes() in payloads[-2:]
+    assert _fresh_view(url, root_v1)[1] == payloads[-1]
+
+
+def test_a_stale_copy_is_refused_and_the_bucket_is_unchanged(s3: S3Server, tmp_path: Path) -> None:
+    repo = _repo(tmp_path / "repo", consistent=False)
+    _add(repo, tmp_path, "1.0.0")
+    stale = tmp_path / "stale"
+    shutil.copytree(repo.path, stale)
+    _add(repo, tmp_path, "1.1.0")
+    bucket = s3.bucket()
+    _publish(s3, repo.path, bucket)
+    before = s3.objects(bucket)
+    stale_repo = UpdateRepository(stale, PassphraseSource(environ=TEST_PASSPHRASES))
+    for _ in range(3):
+        stale_repo.timestamp()
+    proc = _publish(s3, stale, bucket, check=False)
+    assert proc.returncode == 2
+    assert "published targets.json is version 3, this repository's is 2" in proc.stderr
+    assert s3.objects(bucket) == before
+
+
+def test_an_endpoint_dying_mid_publish_leaves_agents_the_old_repository(
+    s3: S3Server, tmp_path: Path
+) -> None:
+    repo = _repo(tmp_path / "repo", consistent=True)
+    _add(repo, tmp_path, "1.0.0")
+    bucket = s3.bucket()
+    url = f"{s3.endpoint}/{bucket}/tuf"
+    _publish(s3, repo.path, bucket)
+    root_v1 = (repo.repository / "1.root.json").read_bytes()
+    old = _fresh_view(url, root_v1)
+    new_payload = _add(repo, tmp_path, "1.1.0")
+    cut_at = f"PUT /{bucket}/tuf/snapshot.json ".encode()
+    with cutting_proxy(s3.port, cut_at) as proxy:
+        proc = cli(
+            "updates", "publish", "--path", repo.path, "--to", f"s3://{bucket}/tuf",
+            "--endpoint-url", proxy.endpoint, env=ENV, check=False, timeout=300,
+        )  # fmt: skip
+        assert proxy.cut.is_set()
+    assert proc.returncode == 4, proc.stderr
+    assert "agents still see the previous repository" in proc.stderr
+    assert "run `updates publish` again" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert _fresh_view(url, root_v1) == old
+    _publish(s3, repo.path, bucket)
+    assert _fresh_view(url, root_v1)[1] == new_payload
+
+
+def test_a_publisher_racing_this_one_stops_it_before_the_switch(
+    s3: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """timestamp.json is written only if it is still what was read when planning (If-Match)."""
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    repo = _repo(tmp_path / "repo", consistent=True)
+    _add(repo, tmp_path, "1.0.0")
+    bucket = s3.bucket()
+    _publish(s3, repo.path, bucket)
+    _add(repo, tmp_path, "1.1.0")
+    store = open_store(f"s3://{bucket}/tuf", endpoint_url=s3.endpoint)
+    with repo.locked(), store.session():
+        plan = plan_publish(repo, repo.load(), store, now=utcnow())
+        raced = b'{"another": "publisher"}'
+        s3.client().put_object(Bucket=bucket, Key="tuf/timestamp.json", Body=raced)
+        with pytest.raises(ConflictError, match="changed while this publish ran"):
+            execute(plan, store, CachePolicy())
+    assert s3.objects(bucket, "tuf/")["timestamp.json"] == raced
+
+
+def test_timestamp_if_expiring_within_publishes_what_cron_would(
+    s3: S3Server, tmp_path: Path
+) -> None:
+    """The hourly job: `timestamp --if-expiring-within W --publish URL` is a no-op far from
+    expiry (still publishing, so an earlier failed upload is finished) and re-signs and
+    publishes once the timestamp is within W of expiring."""
+    repo = _repo(tmp_path / "repo", consistent=True)
+    _add(repo, tmp_path, "1.0.0")
+    bucket = s3.bucket()
+    url = f"{s3.endpoint}/{bucket}/tuf"
+    root_v1 = (repo.repository / "1.root.json").read_bytes()
+    args = ["--publish", f"s3://{bucket}/tuf", "--endpoint-url", s3.endpoint, "--json"]
+    first = json.loads(
+        cli(
+            "updates", "timestamp", "--path", repo.path, "--if-expiring-within", "1h", *args,
+            env=ENV,
+        ).stdout
+    )  # fmt: skip
+    assert first["signed"] is False
+    assert len(first["published"]["uploads"]) == len(tree_bytes(repo.repository))
+    version = _fresh_view(url, root_v1)[0]
+    second = json.loads(
+        cli(
+            "updates", "timestamp", "--path", repo.path, "--if-expiring-within", "400h", *args,
+            env=ENV,
+        ).stdout
+    )  # fmt: skip
+    assert second["signed"] is True
+    assert [u["name"] for u in second["published"]["uploads"]] == ["timestamp.json"]
+    assert _fresh_view(url, root_v1)[0] == version + 1
