@@ -299,6 +299,7 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_many_installers.py",  # types from one fetch, same bytes, 29s
         "tests/test_build_matrix.py",  # matrix builds from one fetch, 27s
     ),
+    "packager/fetch/published.py": ("tests/test_status_url.py",),
     "packager/fetch/verify.py": (
         "tests/test_message_bounds.py",  # boundaries of shortened values, 1s
         "tests/test_verify_download_dir.py",  # 94 lines, 18s
@@ -625,8 +626,18 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_format_guards.py",  # 81 lines, 64s
         "tests/test_crash.py",  # 236 lines, 273s
         "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
+        "tests/test_timestamp_if_expiring.py",  # timestamp's decision (issue 16)
+    ),
+    "packager/repo/publish.py": (
+        "tests/test_publish.py",  # order, interruption at every upload, refusals, 2 min
+        "tests/test_publish_s3.py",  # a real S3 API server, 40s
+    ),
+    "packager/repo/stores.py": (
+        "tests/test_publish.py",
+        "tests/test_publish_s3.py",
     ),
     "packager/repo/status.py": (
+        "tests/test_status_url.py",  # the published side, 20s
         "tests/test_status_rules.py",  # verdicts at their boundaries, 3s
         "tests/test_status.py",  # 33 lines, 37s
         "tests/test_non_utc.py",  # 29 lines, 64s
@@ -775,6 +786,7 @@ UNMAPPED_ON_PURPOSE = frozenset(
         "tests/test_inspect.py",
         "tests/test_inspect_pkg.py",
         "tests/test_inspect_msi.py",
+        "tests/test_examples.py",  # the examples/ files: no mutated module behind them
     }
 )
 
