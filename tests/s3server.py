@@ -121,6 +121,7 @@ class CuttingProxy:
         self._upstream = upstream_port
         self._cut_at = cut_at
         self.cut = threading.Event()
+        self.heads: list[bytes] = []  # the head of every request that came through
         self._open: list[socket.socket] = []
         self._lock = threading.Lock()
         self._sock = socket.socket()
@@ -148,6 +149,8 @@ class CuttingProxy:
                 if requests and data.startswith(self._cut_at):
                     self.close()
                     return
+                if requests and data[:8].split(b" ")[0] in (b"GET", b"PUT", b"HEAD", b"DELETE"):
+                    self.heads.append(data.split(b"\r\n\r\n", 1)[0])
                 dst.sendall(data)
         with contextlib.suppress(OSError):
             dst.shutdown(socket.SHUT_WR)

@@ -258,3 +258,48 @@ def test_timestamp_if_expiring_within_publishes_what_cron_would(
     assert second["signed"] is True
     assert [u["name"] for u in second["published"]["uploads"]] == ["timestamp.json"]
     assert _fresh_view(url, root_v1)[0] == version + 1
+
+
+def test_credentials_from_the_aws_cli_files_and_headers_as_configured(
+    s3: S3Server, tmp_path: Path
+) -> None:
+    """No keys in the environment: the AWS CLI's credentials and config files (a static
+    profile named by AWS_PROFILE) sign the requests. And --timestamp-max-age 0 / custom ages."""
+    repo = _repo(tmp_path / "repo", consistent=True)
+    _add(repo, tmp_path, "1.0.0")
+    bucket = s3.bucket()
+    aws = tmp_path / "aws"
+    aws.mkdir()
+    (aws / "credentials").write_text(
+        "[default]\naws_access_key_id = WRONGDEFAULT\naws_secret_access_key = x\n"
+        "[publisher]\naws_access_key_id = AKIAFROMFILE\naws_secret_access_key = s3cret\n"
+    )
+    (aws / "config").write_text("[profile publisher]\nregion = eu-west-3\n")
+    env = {k: v for k, v in ENV.items() if not k.startswith("AWS_ACCESS") and k != "AWS_REGION"}
+    env.pop("AWS_SECRET_ACCESS_KEY")
+    env.update(
+        AWS_ACCESS_KEY_ID="",  # set but empty, as unset: whatever the calling environment has
+        AWS_SECRET_ACCESS_KEY="",
+        AWS_SESSION_TOKEN="",
+        AWS_REGION="",
+        AWS_DEFAULT_REGION="",
+        AWS_PROFILE="publisher",
+        AWS_SHARED_CREDENTIALS_FILE=str(aws / "credentials"),
+        AWS_CONFIG_FILE=str(aws / "config"),
+    )
+    with cutting_proxy(s3.port, b"never") as proxy:
+        cli(
+            "updates", "publish", "--path", repo.path, "--to", f"s3://{bucket}/tuf",
+            "--endpoint-url", proxy.endpoint, "--timestamp-max-age", "0",
+            "--immutable-max-age", "1d", env=env,
+        )  # fmt: skip
+        heads = list(proxy.heads)
+    puts = [h for h in heads if h.startswith(b"PUT ")]
+    assert puts and all(b"Credential=AKIAFROMFILE/" in h and b"/eu-west-3/s3/" in h for h in puts)
+    client = s3.client()
+    assert client.head_object(Bucket=bucket, Key="tuf/timestamp.json")["CacheControl"] == (
+        "no-cache"
+    )
+    assert client.head_object(Bucket=bucket, Key="tuf/2.snapshot.json")["CacheControl"] == (
+        "public, max-age=86400"
+    )

@@ -141,7 +141,7 @@ def _aws_profile_credentials() -> dict[str, str]:
     out: dict[str, str] = {}
     profile = os.environ.get("AWS_PROFILE") or os.environ.get("AWS_DEFAULT_PROFILE") or "default"
     home = Path.home()
-    if "AWS_ACCESS_KEY_ID" not in os.environ:
+    if not os.environ.get("AWS_ACCESS_KEY_ID"):
         creds = configparser.RawConfigParser()
         creds.read(os.environ.get("AWS_SHARED_CREDENTIALS_FILE") or home / ".aws/credentials")
         if creds.has_section(profile):
@@ -151,7 +151,7 @@ def _aws_profile_credentials() -> dict[str, str]:
                 out["secret_access_key"] = section["aws_secret_access_key"]
                 if section.get("aws_session_token"):
                     out["token"] = section["aws_session_token"]
-    if "AWS_REGION" not in os.environ and "AWS_DEFAULT_REGION" not in os.environ:
+    if not os.environ.get("AWS_REGION") and not os.environ.get("AWS_DEFAULT_REGION"):
         config = configparser.RawConfigParser()
         config.read(os.environ.get("AWS_CONFIG_FILE") or home / ".aws/config")
         section_name = "default" if profile == "default" else f"profile {profile}"
