@@ -60,7 +60,7 @@ class S3Server:
         self._count = 0
 
     def client(self) -> Any:
-        import boto3
+        import boto3  # type: ignore[import-untyped]
 
         return boto3.client(
             "s3",

@@ -167,7 +167,9 @@ def test_publish_mirrors_the_repository_and_skips_what_is_unchanged(
     names = {u["name"] for u in third["uploads"]}
     assert "timestamp.json" in names and "1.root.json" not in names
     assert _published(dest) == tree_bytes(repo.repository)
-    versions, data = _client_view(dest, (repo.repository / "1.root.json").read_bytes(), None)
+    seen = _client_view(dest, (repo.repository / "1.root.json").read_bytes(), None)
+    assert seen is not None
+    versions, data = seen
     assert data == (tmp_path / "orbit-1.1.0").read_bytes()
     assert versions["targets"] == repo.load().targets.version
 
@@ -313,7 +315,7 @@ def _count_writes(repo: UpdateRepository, dest: Path) -> int:
     spy = Spy(DirectoryStore(scratch))
     with repo.locked(), spy.session():
         plan = plan_publish(repo, repo.load(), spy, now=utcnow())
-        execute(plan, spy, CachePolicy(), jobs=1)  # type: ignore[arg-type]
+        execute(plan, spy, CachePolicy(), jobs=1)
     shutil.rmtree(scratch)
     return len(spy.writes)
 
