@@ -23,6 +23,7 @@ from tuf.api.metadata import MetaFile, Root
 from packager.errors import EXIT_FETCH, CorruptRepositoryError, PackagerError
 from packager.fetch.http import HttpOptions, RequestsFetcher
 from packager.repo import metadata as meta
+from packager.repo.repository import RepoState
 
 MAX_ROOT_VERSIONS = 1000  # newer roots walked at most (python-tuf's max_root_rotations is 256)
 MAX_BYTES = {  # per file, before any metadata names its length
@@ -49,28 +50,13 @@ class RemoteFetchError(PackagerError):
 
 
 @dataclass
-class PublishedRepo:
+class PublishedRepo(RepoState):
     """The four top-level roles as served at ``url``, each verified under the newest root."""
 
-    url: str  # as shown: without user:password@
-    root: meta.LoadedMetadata
-    targets: meta.LoadedMetadata
-    snapshot: meta.LoadedMetadata
-    timestamp: meta.LoadedMetadata
-    root_chain: list[int]  # root versions walked, the trusted one first
-    trusted_from: str  # "update-roots" or "published"
+    url: str = ""  # as shown: without user:password@
+    root_chain: list[int] = field(default_factory=list)  # versions walked, the trusted one first
+    trusted_from: str = "published"  # or "update-roots"
     problems: list[str] = field(default_factory=list)
-
-    def role(self, name: str) -> meta.LoadedMetadata:
-        return getattr(self, name)  # type: ignore[no-any-return]
-
-    @property
-    def root_signed(self) -> Root:
-        return self.root.md.signed  # type: ignore[no-any-return]
-
-    @property
-    def consistent_snapshot(self) -> bool:
-        return bool(self.root_signed.consistent_snapshot)
 
 
 def display_url(url: str) -> str:
