@@ -73,7 +73,7 @@ def test_rotate_needs_root_key(new_repo) -> None:
     (repo / "keys/root.json").unlink()
     before = tree_bytes(repo)
     out = cli("updates", "rotate", "timestamp", "--path", repo, env=TEST_PASSPHRASES, check=False)
-    assert out.returncode == 2 and "root key not found" in out.stderr
+    assert out.returncode == 2 and "no root key here" in out.stderr and "--root-key" in out.stderr
     assert tree_bytes(repo) == before
 
 

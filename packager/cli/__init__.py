@@ -32,13 +32,16 @@ def cli() -> None:
     """Build Fleet Orbit (fleetd) installers and manage their TUF update repository."""
 
 
-from packager.cli import fetch as _fetch  # noqa: E402 - registered on the group above
+from packager.cli import ceremony as _ceremony  # noqa: E402 - registered on the group above
+from packager.cli import fetch as _fetch  # noqa: E402
 from packager.cli import inspect as _inspect  # noqa: E402
 from packager.cli import package as _package  # noqa: E402
 from packager.cli import publish as _publish  # noqa: E402
 from packager.cli import updates as _updates  # noqa: E402
 
 _updates.updates.add_command(_publish.publish)
+_updates.updates.add_command(_ceremony.keygen)
+_updates.updates.add_command(_ceremony.root)
 cli.add_command(_updates.updates)
 cli.add_command(_fetch.verify)
 cli.add_command(_fetch.fetch)

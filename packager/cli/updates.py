@@ -27,6 +27,7 @@ from packager.flagsyntax import FleetctlGroup
 from packager.repo import metadata as meta
 from packager.repo.publish import CachePolicy
 from packager.repo.repository import ROLES, Expirations, PublishResult, UpdateRepository, utcnow
+from packager.repo.signing import SigningKey, open_key_ref
 from packager.repo.status import render_text, repository_status, roles_status
 
 _DEFAULTS = {"root": "87600h", "targets": "26280h", "snapshot": "26280h", "timestamp": "336h"}
@@ -65,6 +66,13 @@ def _emit(repo: UpdateRepository, as_json: bool, data: dict[str, Any], text: str
         click.echo(text)
 
 
+def _open_refs(repo: UpdateRepository, role: str, refs: tuple[str, ...]) -> list[SigningKey]:
+    keys: list[SigningKey] = []
+    for ref in refs:
+        keys += open_key_ref(ref, role, repo.passphrases)
+    return keys
+
+
 def _versions_text(result: PublishResult) -> str:
     return ", ".join(f"{role} v{version}" for role, version in result.versions.items())
 
@@ -85,12 +93,37 @@ def updates() -> None:
     is_flag=True,
     help="Publish versioned metadata and hash-prefixed targets (atomic updates for clients).",
 )
+@click.option(
+    "--root-key",
+    "root_key_refs",
+    multiple=True,
+    metavar="URI|KEYFILE",
+    help="A root key on a PKCS#11 token (pkcs11:...; PIN from FLEET_ROOT_PIN or a prompt) or in"
+    " a holder's key file (repeatable). Then no root key is generated and keys/ holds none.",
+)
+@click.option(
+    "--root-threshold",
+    type=click.IntRange(1, 100),
+    default=1,
+    show_default=True,
+    help="Root signatures every new root needs (at most the number of --root-key).",
+)
 @expiration_options("root", "targets", "snapshot", "timestamp")
 @json_option
-def init(path: Path, consistent_snapshot: bool, as_json: bool, **exp: timedelta) -> None:
+def init(
+    path: Path,
+    consistent_snapshot: bool,
+    root_key_refs: tuple[str, ...],
+    root_threshold: int,
+    as_json: bool,
+    **exp: timedelta,
+) -> None:
     """Create keys and an empty repository (root, targets, snapshot, timestamp v1)."""
     repo = _repo(path, **exp)
-    result = repo.init(consistent_snapshot=consistent_snapshot)
+    root_keys = _open_refs(repo, "root", root_key_refs)
+    result = repo.init(
+        consistent_snapshot=consistent_snapshot, root_keys=root_keys, root_threshold=root_threshold
+    )
     text = "\n".join(f"Generated {role} key with ID: {kid}" for role, kid in result.key_ids.items())
     _emit(repo, as_json, {"path": str(path), "key_ids": result.key_ids}, text)
 
@@ -107,6 +140,14 @@ def init(path: Path, consistent_snapshot: bool, as_json: bool, **exp: timedelta)
 @click.option("--platform", required=True, help="Platform (linux, linux-arm64, macos, windows...).")
 @click.option("--version", "version", required=True, help="Version of the target.")
 @click.option("--tag", "-t", "tags", multiple=True, help="Extra channel, e.g. stable (repeatable).")
+@click.option(
+    "--targets-key",
+    "targets_key_refs",
+    multiple=True,
+    metavar="KEYFILE|URI",
+    help="Sign targets.json with this releaser's key (a key file, FLEET_TARGETS_PASSPHRASE; or"
+    " a pkcs11: URI, FLEET_TARGETS_PIN) instead of keys/targets.json.",
+)
 @expiration_options("targets", "snapshot", "timestamp")
 @json_option
 def add(
@@ -116,11 +157,13 @@ def add(
     platform: str,
     version: str,
     tags: tuple[str, ...],
+    targets_key_refs: tuple[str, ...],
     as_json: bool,
     **exp: timedelta,
 ) -> None:
     """Publish a target under its version and every tag; needs no root key."""
     repo = _repo(path, **exp)
+    repo.key_refs["targets"] = _open_refs(repo, "targets", targets_key_refs)
     result = repo.add(target, name=name, platform=platform, version=version, tags=list(tags))
     text = "\n".join(f"Added {p}" for p in result.added) + f"\n({_versions_text(result)})"
     _emit(repo, as_json, {"added": result.added, "versions": result.versions}, text)
@@ -221,11 +264,22 @@ def roots(path: Path) -> None:
 @updates.command()
 @path_option
 @click.argument("role", type=click.Choice(ROLES))
+@click.option(
+    "--root-key",
+    "root_key_refs",
+    multiple=True,
+    metavar="URI|KEYFILE",
+    help="Sign the new root with this root key (a token or a holder's key file; repeatable),"
+    " with keys/root.json when there is one.",
+)
 @expiration_options("root", "targets", "snapshot", "timestamp")
 @json_option
-def rotate(path: Path, role: str, as_json: bool, **exp: timedelta) -> None:
+def rotate(
+    path: Path, role: str, root_key_refs: tuple[str, ...], as_json: bool, **exp: timedelta
+) -> None:
     """Replace ROLE's key: revoke the old one, add a new one, re-sign everything."""
     repo = _repo(path, **exp)
+    repo.key_refs["root"] = _open_refs(repo, "root", root_key_refs)
     result = repo.rotate(role)
     text = (
         f"Generated new {role} key with ID: {result.new_key_ids[role]}\n({_versions_text(result)})"

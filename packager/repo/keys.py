@@ -39,6 +39,11 @@ _SCRYPT_MAXMEM = 64 * 1024 * 1024
 _SALT_BYTES = 32
 
 
+def gotuf_keyid_of(public: dict[str, Any]) -> str:
+    """go-tuf's key ID: sha256 over the canonical JSON of the public key as root lists it."""
+    return hashlib.sha256(canonical(public)).hexdigest()
+
+
 @dataclass(frozen=True)
 class RoleKey:
     """One ed25519 key pair as stored in a go-tuf key file.
@@ -71,7 +76,7 @@ class RoleKey:
     @property
     def gotuf_keyid(self) -> str:
         """The key ID go-tuf (and so fleetctl) computes for this key."""
-        return hashlib.sha256(canonical(self.public_dict())).hexdigest()
+        return gotuf_keyid_of(self.public_dict())
 
     def sslib_key(self, keyid: str | None = None) -> SSlibKey:
         """The public key for python-tuf metadata, under ``keyid`` (default: go-tuf's ID)."""

@@ -16,13 +16,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from securesystemslib.signer import CryptoSigner
+from securesystemslib.signer import Signer
 from tuf.api.exceptions import LengthOrHashMismatchError
 from tuf.api.metadata import (
     Metadata,
@@ -48,6 +48,7 @@ from packager.repo.fsutil import copy_and_hash, exclusive_lock, link_or_copy, ma
 from packager.repo.keys import KeyStore, RoleKey, decrypt_keys, encrypt_keys, is_encrypted
 from packager.repo.naming import check_component, check_name, check_target_path, target_paths
 from packager.repo.passphrase import PassphraseSource
+from packager.repo.signing import SigningKey, identity_of, signers_for
 from packager.repo.transaction import TXN_DIR_NAME, Change, Transaction
 
 ROLES = meta.ROLES
@@ -132,6 +133,8 @@ class UpdateRepository:
         self.expirations = expirations or Expirations()
         self._now = now
         self.recovery_notes: list[str] = []
+        # Keys named on the command line (--root-key, --targets-key): tokens or holders' files.
+        self.key_refs: dict[str, list[SigningKey]] = {}
 
     # -- state -------------------------------------------------------------------------------
     def is_initialized(self) -> bool:
@@ -147,7 +150,11 @@ class UpdateRepository:
                 f"repo not initialized: {self.path}",
                 hint="run `orbit-packager updates init` or pass --path",
             )
-        staged = sorted(p.name for p in self.staged.glob("*.json")) if self.staged.is_dir() else []
+        staged = sorted(
+            p.name
+            for p in (self.staged.glob("*.json") if self.staged.is_dir() else [])
+            if p.name != "root.json"  # a root signing ceremony in progress (ceremony.py)
+        )
         if staged:
             raise RepositoryStateError(
                 f"{self.staged} holds uncommitted metadata ({', '.join(staged)}) from another tool",
@@ -190,25 +197,42 @@ class UpdateRepository:
                 print(f"Failed to decrypt {role} key. Try again.", flush=True)
                 self.passphrases.forget(role)
 
+    def root_on_token(self) -> bool:
+        """No root key file: the root keys are on tokens or with their holders."""
+        return not self.keys.path("root").exists() and self.keys.directory.is_dir()
+
+    def _held_keys(self, role: str) -> list[SigningKey]:
+        """The keys this command signs ``role`` with: those named on the command line (for root,
+        together with keys/root.json when there is one), else the role's key file."""
+        given = self.key_refs.get(role, [])
+        if role == "root":
+            if self.keys.path("root").exists():
+                return [*self._role_keys("root"), *given]
+            if not given:
+                raise KeyFileError(
+                    f"no root key here: {self.keys.path('root')} does not exist",
+                    hint="name the root keys with --root-key URI|KEYFILE (repeatable)",
+                )
+            return list(given)
+        if given:
+            return list(given)
+        return list(self._role_keys(role))
+
     def _encode_like_existing(self, role: str, keys: list[RoleKey]) -> bytes:
         """Re-encode a role's key file in the form it had (encrypted with the same passphrase)."""
         if not is_encrypted(self.keys.read_raw(role)):
             return encrypt_keys(keys, None)
         return encrypt_keys(keys, self.passphrases.get(role).value)
 
-    def _signers_for(self, root: Root, role: str, keys: list[RoleKey]) -> list[CryptoSigner]:
+    def _signers_for(self, root: Root, role: str, keys: Sequence[SigningKey]) -> list[Signer]:
         """Signers for the keys we hold that ``root`` lists for ``role``, under root's key IDs."""
-        by_public = {k.public_hex: k for k in keys}
-        signers = []
-        for keyid in root.roles[role].keyids:
-            key = root.keys.get(keyid)
-            public = str(key.keyval.get("public", "")).lower() if key is not None else ""
-            if public in by_public:
-                signers.append(by_public[public].signer(keyid))
+        signers = signers_for(root, role, keys)
         if len(signers) < root.roles[role].threshold:
             listed = ", ".join(k[:12] for k in root.roles[role].keyids) or "none"
+            have = f" ({len(signers)} of {root.roles[role].threshold} needed)" if signers else ""
             raise KeyFileError(
-                f"{self.keys.path(role)} holds no current {role} key (root.json lists {listed})",
+                f"{self.keys.path(role)} holds no current {role} key{have} (root.json lists"
+                f" {listed})",
                 hint="use the key file that belongs to this repository",
             )
         return signers
@@ -238,8 +262,23 @@ class UpdateRepository:
                     txn.recover()
                 raise
 
-    def init(self, *, consistent_snapshot: bool = False) -> InitResult:
-        """Create keys, root v1 and empty targets, snapshot and timestamp (all version 1)."""
+    def init(
+        self,
+        *,
+        consistent_snapshot: bool = False,
+        root_keys: Sequence[SigningKey] = (),
+        root_threshold: int = 1,
+    ) -> InitResult:
+        """Create keys, root v1 and empty targets, snapshot and timestamp (all version 1).
+
+        With ``root_keys`` (tokens or holders' key files) no root key is generated and no root
+        key file is written; root v1 is signed by all of them."""
+        if root_threshold < 1 or root_threshold > max(1, len(root_keys)):
+            raise UsageError(
+                f"--root-threshold {root_threshold} needs at least {root_threshold} root keys"
+                f" (--root-key given: {len(root_keys)})",
+                hint="name each root key with --root-key URI|KEYFILE",
+            )
         with self._locked():
             if self.is_initialized():
                 raise RepositoryStateError(f"repo already initialized: {self.path}")
@@ -248,19 +287,27 @@ class UpdateRepository:
                     f"keys directory already exists: {self.keys.directory}",
                     hint="move it away or init another --path",
                 )
+            generated = [r for r in ROLES if r != "root" or not root_keys]
             # Ask for every passphrase (twice, interactively) before the slow key generation.
-            phrases = {role: self.passphrases.get(role, confirm=True) for role in ROLES}
+            phrases = {role: self.passphrases.get(role, confirm=True) for role in generated}
             now = self._now()
-            keys = {role: RoleKey.generate() for role in ROLES}
+            keys = {role: RoleKey.generate() for role in generated}
             root = Root(
                 version=1,
                 spec_version=meta.SPEC_VERSION,
                 expires=now + self.expirations.root,
                 consistent_snapshot=consistent_snapshot,
             )
-            for role in ROLES:
+            for role in generated:
                 root.add_key(keys[role].sslib_key(), role)
-            signers = {role: [keys[role].signer()] for role in ROLES}
+            signers: dict[str, list[Signer]] = {role: [keys[role].signer()] for role in generated}
+            if root_keys:
+                for key in root_keys:
+                    if key.gotuf_keyid in root.roles["root"].keyids:
+                        raise UsageError(f"root key {key.gotuf_keyid[:16]} is given twice")
+                    root.add_key(key.sslib_key(), "root")
+                root.roles["root"].threshold = root_threshold
+                signers["root"] = [key.signer() for key in root_keys]
             targets = Metadata(
                 Targets(
                     version=1,
@@ -271,11 +318,14 @@ class UpdateRepository:
             state_new = self._build(
                 Metadata(root), targets, signers, now, bump=False, root_changed=True
             )
-            key_files = {r: encrypt_keys([keys[r]], phrases[r].value) for r in ROLES}
+            key_files = {r: encrypt_keys([keys[r]], phrases[r].value) for r in generated}
             self._publish("init", state_new, [], [], key_files, root_changed=True, first=True)
             make_dirs(self.staged / "targets")
+            key_ids = {r: keys[r].gotuf_keyid for r in generated}
+            if root_keys:
+                key_ids["root"] = ", ".join(k.gotuf_keyid for k in root_keys)
             return InitResult(
-                key_ids={r: keys[r].gotuf_keyid for r in ROLES},
+                key_ids={r: key_ids[r] for r in ROLES},
                 consistent_snapshot=consistent_snapshot,
             )
 
@@ -377,7 +427,7 @@ class UpdateRepository:
                         expires={"timestamp": state.timestamp.expires},
                         reason=reason,
                     )
-            signers = self._signers_for(root, "timestamp", self._role_keys("timestamp"))
+            signers = self._signers_for(root, "timestamp", self._held_keys("timestamp"))
             now = self._now()
             ts_md: Metadata[Timestamp] = state.timestamp.md
             ts = ts_md.signed
@@ -432,9 +482,17 @@ class UpdateRepository:
         """
         if role not in ROLES:
             raise UsageError(f"unknown role {role!r}", hint=f"choose one of {', '.join(ROLES)}")
+        if role == "root" and self.root_on_token():
+            raise UsageError(
+                "the root keys are not in keys/ (a token or holders' files): a new root key is"
+                " not generated into a file",
+                hint="change root keys with `updates root stage --add-key root PUB.json"
+                " --revoke-key root KEYID`, then `root sign` and `root publish`",
+            )
         with self._locked():
             state = self.load()
-            held = {r: self._role_keys(r) for r in ROLES}
+            held: dict[str, list[SigningKey]] = {r: self._held_keys(r) for r in ROLES}
+            own = self._role_keys(role)  # the rotated role's file: the new key joins it
             # a copy: the root below is edited in place, and the checks that the new files also
             # verify under the old root must see the old one
             old_root: Root = meta.parse(state.root.raw, "root", "root.json").md.signed
@@ -443,10 +501,9 @@ class UpdateRepository:
             new_key = RoleKey.generate()
             root_md: Metadata[Root] = state.root.md
             root = root_md.signed
-            held_public = {k.public_hex for k in held[role]}
+            held_ids = {identity_of(k) for k in own}
             for keyid in list(root.roles[role].keyids):
-                key = root.keys[keyid]
-                if str(key.keyval.get("public", "")).lower() in held_public:
+                if identity_of(root.keys[keyid]) in held_ids:
                     root.revoke_key(keyid, role)
             root.add_key(new_key.sslib_key(), role)
             root.version += 1
@@ -457,7 +514,7 @@ class UpdateRepository:
             # fetch the new root (which is published last).
             signers = {r: list(old_signers[r]) for r in ROLES}
             signers[role].append(new_key.signer())
-            key_files = {role: self._encode_like_existing(role, [*held[role], new_key])}
+            key_files = {role: self._encode_like_existing(role, [*own, new_key])}
             state_new = self._build(
                 root_md,
                 state.targets.md,
@@ -475,6 +532,41 @@ class UpdateRepository:
                 new_key_ids={role: new_key.gotuf_keyid},
             )
 
+    def resign_under(self, state: RepoState, root_md: Metadata[Root]) -> dict[str, int]:
+        """Publish ``root_md`` (a new root, already signed) with targets, snapshot and
+        timestamp re-signed by the keys it lists -- and by the current root's keys still held,
+        for agents that have not fetched the new root yet. Call with the lock held."""
+        old_root = state.root_signed
+        new_root = root_md.signed
+        signers: dict[str, list[Signer]] = {}
+        for role in ("targets", "snapshot", "timestamp"):
+            held = self._held_keys(role)
+            fresh = signers_for(new_root, role, held)
+            if len(fresh) < new_root.roles[role].threshold:
+                raise KeyFileError(
+                    f"the new root lists {role} keys this machine does not hold"
+                    f" ({len(fresh)} of {new_root.roles[role].threshold} needed)",
+                    hint=f"run `root publish` where keys/{role}.json holds the new {role} key",
+                )
+            ids = {s.public_key.keyid for s in fresh}
+            signers[role] = fresh + [
+                s for s in signers_for(old_root, role, held) if s.public_key.keyid not in ids
+            ]
+        now = self._now()
+        state_new = self._build(
+            root_md,
+            state.targets.md,
+            signers,
+            now,
+            bump=True,
+            root_changed=False,
+            snapshot=state.snapshot.md,
+            timestamp=state.timestamp.md,
+        )
+        self._check_new(new_root, state_new)
+        self._publish("root publish", state_new, [], [], {}, root_changed=True, first=False)
+        return {r: int(state_new[r].signed.version) for r in ROLES}
+
     def roots(self) -> bytes:
         """The signed root.json, exactly as published (what ``package --update-roots`` takes)."""
         state = self.load()
@@ -489,9 +581,9 @@ class UpdateRepository:
                 hint="renew it with `orbit-packager updates rotate root` (works on expired roots)",
             )
 
-    def _online_signers(self, root: Root) -> dict[str, list[CryptoSigner]]:
+    def _online_signers(self, root: Root) -> dict[str, list[Signer]]:
         """Signers for targets, snapshot and timestamp (decrypting all three up front)."""
-        keys = {r: self._role_keys(r) for r in ("targets", "snapshot", "timestamp")}
+        keys = {r: self._held_keys(r) for r in ("targets", "snapshot", "timestamp")}
         return {r: self._signers_for(root, r, keys[r]) for r in keys}
 
     def _change(
@@ -499,7 +591,7 @@ class UpdateRepository:
         command: str,
         state: RepoState,
         targets_md: Metadata[Targets],
-        signers: dict[str, list[CryptoSigner]],
+        signers: dict[str, list[Signer]],
         txn: Transaction,
         old_files: set[str],
         *,
@@ -551,7 +643,7 @@ class UpdateRepository:
         self,
         root_md: Metadata[Root],
         targets_md: Metadata[Targets],
-        signers: dict[str, list[CryptoSigner]],
+        signers: dict[str, list[Signer]],
         now: datetime,
         *,
         bump: bool,
