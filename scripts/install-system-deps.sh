@@ -3,7 +3,7 @@
 #   install-system-deps.sh          what building needs (python3, python3-venv: every format,
 #                                   the MSI included, is written by Python code or nfpm)
 #   install-system-deps.sh --test   also what the tests use (rpm, lintian, rpmlint, dpkg, pacman,
-#                                   bsdtar, cpio,
+#                                   bsdtar, cpio, SoftHSM2 and OpenSC's pkcs11-tool,
 #                                   msitools, Wine's msiexec, mingw-w64 for the Windows binaries,
 #                                   and Go with go-tuf through install-gotuf.sh)
 # Runs `apt-get update` once, and only when something has to be installed. As root it runs
@@ -37,6 +37,9 @@ if [ "${1:-}" = "--test" ]; then
   command -v bsdtar >/dev/null 2>&1 || need+=(libarchive-tools)
   command -v pacman >/dev/null 2>&1 || need+=(pacman-package-manager)
   command -v cpio >/dev/null 2>&1 || need+=(cpio)
+  # a software PKCS#11 token and OpenSC's pkcs11-tool, for the keys-in-hardware tests (tests/test_hsm.py)
+  command -v softhsm2-util >/dev/null 2>&1 || need+=(softhsm2)
+  command -v pkcs11-tool >/dev/null 2>&1 || need+=(opensc)
   bash "$(dirname "$0")/install-gotuf.sh"  # Go and go-tuf v0.5.2's source, for tests/gotuf
 fi
 

@@ -201,3 +201,45 @@ def test_rotating_an_online_role_signs_the_root_with_holders_keys(
     )  # fmt: skip
     assert _root(repo)["version"] == 2
     _agents_follow(ceremony)
+
+
+def test_a_signature_that_does_not_verify_is_not_counted(ceremony: dict[str, Any]) -> None:
+    repo, holders = ceremony["repo"], ceremony["holders"]
+    _updates("root", "stage", "--path", repo)
+    for name in ("bob", "carol"):
+        _updates(
+            "root", "sign", "--path", repo, "--key", holders[name][0], "--yes",
+            FLEET_ROOT_PASSPHRASE=HOLDER,
+        )  # fmt: skip
+    staged = repo / "staged/root.json"
+    doc = json.loads(staged.read_bytes())
+    sig = doc["signatures"][0]["sig"]
+    doc["signatures"][0]["sig"] = ("0" if sig[0] != "0" else "1") + sig[1:]
+    staged.write_text(json.dumps(doc))
+    status = json.loads(_updates("root", "status", "--path", repo, "--json", check=False).stdout)
+    assert len(status["current_root"]["signed"]) == 1 and not status["ready"]
+    before = tree_bytes(repo / "repository")
+    assert _updates("root", "publish", "--path", repo, check=False).returncode == 2
+    assert tree_bytes(repo / "repository") == before
+
+
+def test_new_keys_alone_cannot_publish_a_root(ceremony: dict[str, Any], tmp_path: Path) -> None:
+    """A root signed by enough of its own keys but not by the current root's threshold is not
+    published: otherwise whoever holds new keys could take over the repository."""
+    repo, holders = ceremony["repo"], ceremony["holders"]
+    erin = _keygen(tmp_path, "erin")
+    _updates(
+        "root", "stage", "--path", repo, "--add-key", "root", holders["dave"][1],
+        "--add-key", "root", erin[1], "--revoke-key", "root", holders["alice"][2][:12],
+        "--revoke-key", "root", holders["bob"][2][:12],
+    )  # fmt: skip
+    for holder in (holders["dave"], erin):
+        _updates(
+            "root", "sign", "--path", repo, "--key", holder[0], "--yes",
+            FLEET_ROOT_PASSPHRASE=HOLDER,
+        )  # fmt: skip
+    before = tree_bytes(repo / "repository")
+    proc = _updates("root", "publish", "--path", repo, check=False)
+    assert proc.returncode == 2 and "root v1 needs 2, has 0" in proc.stderr
+    assert "root v2 needs" not in proc.stderr  # its own threshold is met
+    assert tree_bytes(repo / "repository") == before

@@ -47,7 +47,7 @@ import shutil
 import struct
 import subprocess
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -56,7 +56,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from securesystemslib.formats import encode_canonical
-from securesystemslib.signer import CryptoSigner
+from securesystemslib.signer import Signer
 from tuf.api.metadata import Root
 
 from packager.errors import CorruptRepositoryError, KeyFileError, RepositoryStateError, UsageError
@@ -69,6 +69,7 @@ from packager.fetch.verify import verify_repository
 from packager.repo.keys import RoleKey, decrypt_keys, encrypt_keys
 from packager.repo.passphrase import PassphraseSource
 from packager.repo.repository import UpdateRepository
+from packager.repo.signing import SigningKey
 from packager.repo.status import repository_status
 from tests.helpers import FIXTURES, TEST_PASSPHRASES, FaultServer, cli, tree_bytes
 
@@ -639,7 +640,7 @@ class WrongSignerRepository(UpdateRepository):
         super().__init__(path, PassphraseSource(environ={}))
         self.bad_role = bad_role
 
-    def _signers_for(self, root: Root, role: str, keys: list[RoleKey]) -> list[CryptoSigner]:
+    def _signers_for(self, root: Root, role: str, keys: Sequence[SigningKey]) -> list[Signer]:
         signers = super()._signers_for(root, role, keys)
         if role != self.bad_role:
             return signers

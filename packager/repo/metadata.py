@@ -23,7 +23,7 @@ from tuf.api.exceptions import UnsignedMetadataError
 from tuf.api.metadata import Metadata, Root, Signature
 from tuf.api.serialization.json import JSONSerializer
 
-from packager.errors import CorruptRepositoryError
+from packager.errors import CorruptRepositoryError, PackagerError
 
 ROLES = ("root", "targets", "snapshot", "timestamp")
 SPEC_VERSION = "1.0"  # what go-tuf (fleetctl) writes; python-tuf reads X.Y with major 1
@@ -108,7 +108,14 @@ def sign(md: Metadata[Any], signers: list[Any]) -> None:
     """Replace all signatures of ``md`` with one from each signer."""
     md.signatures.clear()
     for signer in signers:
-        md.sign(signer, append=True)
+        try:
+            md.sign(signer, append=True)
+        except UnsignedMetadataError as exc:
+            # python-tuf wraps whatever the signer raised; a token's one-line error (wrong PIN,
+            # token gone) is what the user must see.
+            if isinstance(exc.__cause__, PackagerError):
+                raise exc.__cause__ from None
+            raise
 
 
 def file_hash(data: bytes) -> dict[str, str]:
