@@ -17,6 +17,10 @@ directory, a ``--no-cache`` cache, temporary names beside the output), and the p
   a blocked lock acquisition): if the process has not exited :data:`WATCHDOG` seconds later, it
   says where it was stuck and exits 128 + signo at once. :func:`prepare_modules` makes
   ``tempfile`` initialise its module state while signals are held back.
+* An Interrupted raised inside a weakref callback or a ``__del__`` (importlib runs one at
+  every import) is swallowed by Python ("Exception ignored in ..."): the unraisable hook raises
+  it again 10 ms later from ordinary code, so the command still stops (CI once lost a SIGTERM
+  this way: the build went on and failed later with exit 4).
 * :func:`finishing` marks the instant a command's result is put in place (the installer renamed
   to its final name): from then on signals are ignored and the command completes and exits 0,
   so an output file exists and "Generated ..." is printed exactly when the exit status is 0.
@@ -35,6 +39,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 CLEANUP_GRACE = 5.0  # seconds after a raise during which further signals are ignored
@@ -68,6 +73,7 @@ class _State:
     pending: int | None = None  # a signal that arrived while deferring
     raised_at: float | None = None  # when Interrupted was last raised (cleanup is running)
     watchdog: int | None = None  # the signal the armed watchdog exits for
+    redeliver: int | None = None  # an Interrupted that Python swallowed, raised again soon
     finished = False  # the result is in place: signals are ignored
 
 
@@ -88,8 +94,34 @@ def _arm_watchdog(signo: int) -> None:
     if _state.watchdog is not None or threading.current_thread() is not threading.main_thread():
         return
     _state.watchdog = signo
-    signal.signal(signal.SIGALRM, _watchdog_fired)
+    signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(WATCHDOG)
+
+
+def _swallowed(unraisable: Any) -> None:
+    """sys.unraisablehook: an Interrupted raised where Python cannot propagate it (a weakref
+    callback such as importlib's module-lock cleanup, a ``__del__``) would be printed as
+    "Exception ignored" and lost -- the command would go on as if never interrupted. Raise it
+    again moments later, from ordinary code (SIGALRM, which the watchdog also uses)."""
+    exc = unraisable.exc_value
+    if isinstance(exc, Interrupted) and not _state.finished:
+        _state.redeliver = exc.signo
+        signal.signal(signal.SIGALRM, _alarm)
+        signal.setitimer(signal.ITIMER_REAL, 0.01)
+        return
+    _previous_unraisablehook(unraisable)
+
+
+_previous_unraisablehook = sys.unraisablehook
+
+
+def _alarm(signo: int, frame: FrameType | None) -> None:
+    if _state.redeliver is not None:
+        redeliver, _state.redeliver = _state.redeliver, None
+        _state.raised_at = time.monotonic()
+        signal.alarm(WATCHDOG)  # the watchdog again, from now
+        raise Interrupted(redeliver)
+    _watchdog_fired(signo, frame)
 
 
 def _watchdog_fired(_signo: int, frame: FrameType | None) -> None:
@@ -126,6 +158,7 @@ def install() -> None:
             # An ignored signal stays ignored, as Python itself does for SIGINT: SIGHUP under
             # nohup, SIGINT for `cmd &` in a non-interactive shell.
             signal.signal(signo, _handle)
+    sys.unraisablehook = _swallowed
     _state.installed = True
 
 

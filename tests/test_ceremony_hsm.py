@@ -127,3 +127,50 @@ def test_a_wrong_pin_or_a_missing_token_changes_nothing(token: SoftToken, tmp_pa
         token=token, check=False, FLEET_ROOT_PIN="999999",
     )  # fmt: skip
     assert unsigned.returncode == 2 and tree_bytes(repo) == staged
+
+
+def test_the_timestamp_role_moves_to_a_token_and_a_no_op_asks_no_pin(
+    token: SoftToken, tmp_path: Path
+) -> None:
+    """Any role may use a token key: the holders move timestamp to one (keygen --key gives its
+    public part), publish re-signs with it; the hourly no-op then opens nothing (no PIN)."""
+    ts_uri = token.uri("timestamp-a")
+    generate_on_token(
+        ts_uri, role="timestamp", pins=PinSource(environ={"FLEET_TIMESTAMP_PIN": token.pin})
+    ).close()
+    repo = tmp_path / "repo"
+    _updates("init", "--path", repo, token=token)  # every key in keys/, root included
+    pub = tmp_path / "ts.pub.json"
+    _updates("keygen", "--role", "timestamp", "--key", ts_uri, "--public-out", pub, token=token)
+    old_ts = json.loads((repo / "repository/root.json").read_bytes())["signed"]["roles"][
+        "timestamp"
+    ]["keyids"][0]
+    _updates(
+        "root", "stage", "--path", repo, "--add-key", "timestamp", pub,
+        "--revoke-key", "timestamp", old_ts[:12], token=token,
+    )  # fmt: skip
+    _updates("root", "sign", "--path", repo, "--key", repo / "keys/root.json", "--yes", token=token)
+    pin = {"FLEET_TIMESTAMP_PIN": token.pin}
+    _updates("root", "publish", "--path", repo, "--timestamp-key", ts_uri, token=token, **pin)
+    ts = json.loads((repo / "repository/timestamp.json").read_bytes())
+    assert [s["keyid"] for s in ts["signatures"]] == [json.loads(pub.read_bytes())["keyid"]]
+    noop = _updates(
+        "timestamp",
+        "--path",
+        repo,
+        "--timestamp-key",
+        ts_uri,
+        "--if-expiring-within",
+        "1h",
+        "--json",
+        token=token,
+    )  # no FLEET_TIMESTAMP_PIN and no terminal: asking would fail
+    assert json.loads(noop.stdout)["signed"] is False
+    _updates("timestamp", "--path", repo, "--timestamp-key", ts_uri, token=token, **pin)
+    payload = tmp_path / "orbit"
+    payload.write_bytes(b"orbit\n" * 1000)
+    _updates(
+        "add", "--path", repo, "--target", payload, "--name", "orbit", "--platform", "linux",
+        "--version", "1.0.0", "-t", "stable", "--timestamp-key", ts_uri, token=token, **pin,
+    )  # fmt: skip
+    _agents_follow(repo)

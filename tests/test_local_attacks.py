@@ -888,6 +888,43 @@ def test_a_cleanup_stuck_after_a_signal_still_exits(signo: int) -> None:
     assert "in <module>" in err  # where: the line holding the second acquire()
 
 
+_IN_A_WEAKREF_CALLBACK = """
+import os, signal, sys, time, weakref
+from packager import signals
+signals.install()
+class Thing:
+    pass
+def callback(_ref):
+    os.kill(os.getpid(), int(sys.argv[1]))
+    for _ in range(100000):  # the handler runs in here: Python ignores what it raises
+        pass
+thing = Thing()
+ref = weakref.ref(thing, callback)
+try:
+    del thing
+    for _ in range(300):
+        time.sleep(0.01)
+    print("went on")
+except signals.Interrupted as exc:
+    print("interrupted")
+    sys.exit(exc.exit_code)
+"""
+
+
+@pytest.mark.parametrize("signo", SIGNALS, ids=lambda s: signal.Signals(s).name)
+def test_a_signal_swallowed_by_a_weakref_callback_still_stops_the_command(signo: int) -> None:
+    """importlib cleans its module locks up in a weakref callback at every import; a signal
+    handled in there raised Interrupted where Python only prints "Exception ignored" -- CI saw
+    a SIGTERM lost so, the build going on. It is raised again from ordinary code."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _IN_A_WEAKREF_CALLBACK, str(int(signo))],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, preexec_fn=_default_signals,
+    )  # fmt: skip
+    assert proc.stdout == "interrupted\n", proc.stdout + proc.stderr
+    assert proc.returncode == 128 + signo
+    assert "Exception ignored" not in proc.stderr
+
+
 def test_tempfile_state_is_made_before_a_signal_can_interrupt_it() -> None:
     """tempfile's first calls hold a module lock outside any try; prepare_modules makes them
     with signals held back, so no later call (cleanup's included) needs that lock again."""

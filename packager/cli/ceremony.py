@@ -11,7 +11,12 @@ from typing import Any
 
 import click
 
-from packager.cli.common import duration_option_callback, json_option, path_option
+from packager.cli.common import (
+    duration_option_callback,
+    json_option,
+    path_option,
+    signing_key_options,
+)
 from packager.errors import EXIT_CHECK_FAILED, UsageError
 from packager.flagsyntax import FleetctlCommand, FleetctlGroup
 from packager.repo.ceremony import Ceremony, CeremonyStatus
@@ -202,11 +207,14 @@ def status(path: Path, as_json: bool) -> None:
 
 @root.command(cls=FleetctlCommand)
 @path_option
+@signing_key_options("targets", "snapshot", "timestamp")
 @json_option
-def publish(path: Path, as_json: bool) -> None:
+def publish(path: Path, as_json: bool, **key_refs: tuple[str, ...]) -> None:
     """Publish the staged root when it is signed by the threshold of the current root and of
-    itself; re-sign the roles whose keys it changes. Else refuse, changing nothing."""
+    itself; re-sign the roles whose keys it changes (with keys/ or the --<role>-key given).
+    Else refuse, changing nothing."""
     repo = UpdateRepository(path)
+    repo.key_refs = {k.removesuffix("_key_refs"): list(v) for k, v in key_refs.items() if v}
     result = Ceremony(repo).publish()
     data: dict[str, Any] = {"versions": result.versions}
     text = "Published " + ", ".join(f"{r} v{v}" for r, v in result.versions.items())

@@ -249,3 +249,22 @@ def target_options(f: F, *, several: bool = False) -> F:
         ),
     ]
     return stack(options, f)
+
+
+def signing_key_options(*roles: str) -> Callable[[F], F]:
+    """--<role>-key for the roles a command signs: keys on a token or in another key file."""
+
+    def decorate(f: F) -> F:
+        for role in reversed(roles):
+            f = click.option(
+                f"--{role}-key",
+                f"{role}_key_refs",
+                multiple=True,
+                metavar="KEYFILE|URI",
+                help=f"Sign {role}.json with this key instead of keys/{role}.json: a go-tuf key"
+                f" file (FLEET_{role.upper()}_PASSPHRASE) or a pkcs11: URI"
+                f" (FLEET_{role.upper()}_PIN), e.g. a releaser's own key (repeatable).",
+            )(f)
+        return f
+
+    return decorate

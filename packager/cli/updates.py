@@ -16,6 +16,7 @@ from packager.cli.common import (
     duration_option_callback,
     json_option,
     path_option,
+    signing_key_options,
     warn_option,
 )
 from packager.cli.publish import destination_options, run_publish
@@ -64,6 +65,14 @@ def _emit(repo: UpdateRepository, as_json: bool, data: dict[str, Any], text: str
         click.echo(json.dumps(data, indent=2, sort_keys=True))
     elif text:
         click.echo(text)
+
+
+def _repo_with_keys(path: Path, options: dict[str, Any]) -> UpdateRepository:
+    """The repository, with the keys given by --<role>-key (popped from ``options``)."""
+    refs = {r: options.pop(f"{r}_key_refs", ()) for r in ROLES}
+    repo = _repo(path, **options)
+    repo.key_refs = {role: list(values) for role, values in refs.items() if values}
+    return repo
 
 
 def _open_refs(repo: UpdateRepository, role: str, refs: tuple[str, ...]) -> list[SigningKey]:
@@ -140,14 +149,7 @@ def init(
 @click.option("--platform", required=True, help="Platform (linux, linux-arm64, macos, windows...).")
 @click.option("--version", "version", required=True, help="Version of the target.")
 @click.option("--tag", "-t", "tags", multiple=True, help="Extra channel, e.g. stable (repeatable).")
-@click.option(
-    "--targets-key",
-    "targets_key_refs",
-    multiple=True,
-    metavar="KEYFILE|URI",
-    help="Sign targets.json with this releaser's key (a key file, FLEET_TARGETS_PASSPHRASE; or"
-    " a pkcs11: URI, FLEET_TARGETS_PIN) instead of keys/targets.json.",
-)
+@signing_key_options("targets", "snapshot", "timestamp")
 @expiration_options("targets", "snapshot", "timestamp")
 @json_option
 def add(
@@ -157,13 +159,11 @@ def add(
     platform: str,
     version: str,
     tags: tuple[str, ...],
-    targets_key_refs: tuple[str, ...],
     as_json: bool,
-    **exp: timedelta,
+    **exp: Any,
 ) -> None:
     """Publish a target under its version and every tag; needs no root key."""
-    repo = _repo(path, **exp)
-    repo.key_refs["targets"] = _open_refs(repo, "targets", targets_key_refs)
+    repo = _repo_with_keys(path, exp)
     result = repo.add(target, name=name, platform=platform, version=version, tags=list(tags))
     text = "\n".join(f"Added {p}" for p in result.added) + f"\n({_versions_text(result)})"
     _emit(repo, as_json, {"added": result.added, "versions": result.versions}, text)
@@ -172,11 +172,12 @@ def add(
 @updates.command()
 @path_option
 @click.argument("targets", nargs=-1, required=True)
+@signing_key_options("targets", "snapshot", "timestamp")
 @expiration_options("targets", "snapshot", "timestamp")
 @json_option
-def remove(path: Path, targets: tuple[str, ...], as_json: bool, **exp: timedelta) -> None:
+def remove(path: Path, targets: tuple[str, ...], as_json: bool, **exp: Any) -> None:
     """Remove targets by exact path (orbit/linux/1.2.0/orbit) or NAME/PLATFORM/CHANNEL."""
-    repo = _repo(path, **exp)
+    repo = _repo_with_keys(path, exp)
     result = repo.remove(list(targets))
     text = "\n".join(f"Removed {p}" for p in result.removed) + f"\n({_versions_text(result)})"
     _emit(repo, as_json, {"removed": result.removed, "versions": result.versions}, text)
@@ -211,6 +212,7 @@ def _window_option(
     " or not: a publish that failed last time is finished).",
 )
 @destination_options
+@signing_key_options("timestamp")
 @json_option
 def timestamp(
     path: Path,
@@ -220,11 +222,11 @@ def timestamp(
     timestamp_max_age: timedelta,
     immutable_max_age: timedelta,
     as_json: bool,
-    **exp: timedelta,
+    **exp: Any,
 ) -> None:
     """Re-sign timestamp.json (run at least every --timestamp-expiration)."""
     window = if_expiring_within[1] if if_expiring_within else None
-    repo = _repo(path, **exp)
+    repo = _repo_with_keys(path, exp)
     result = repo.timestamp(if_expiring_within=window)
     expires = meta.utc_z(result.expires["timestamp"])
     data = {"versions": result.versions, "signed": result.signed, "expires": expires}
@@ -279,7 +281,7 @@ def rotate(
 ) -> None:
     """Replace ROLE's key: revoke the old one, add a new one, re-sign everything."""
     repo = _repo(path, **exp)
-    repo.key_refs["root"] = _open_refs(repo, "root", root_key_refs)
+    repo.key_refs["root"] = list(root_key_refs)
     result = repo.rotate(role)
     text = (
         f"Generated new {role} key with ID: {result.new_key_ids[role]}\n({_versions_text(result)})"

@@ -48,7 +48,7 @@ from packager.repo.fsutil import copy_and_hash, exclusive_lock, link_or_copy, ma
 from packager.repo.keys import KeyStore, RoleKey, decrypt_keys, encrypt_keys, is_encrypted
 from packager.repo.naming import check_component, check_name, check_target_path, target_paths
 from packager.repo.passphrase import PassphraseSource
-from packager.repo.signing import SigningKey, identity_of, signers_for
+from packager.repo.signing import SigningKey, identity_of, open_key_ref, signers_for
 from packager.repo.transaction import TXN_DIR_NAME, Change, Transaction
 
 ROLES = meta.ROLES
@@ -133,8 +133,10 @@ class UpdateRepository:
         self.expirations = expirations or Expirations()
         self._now = now
         self.recovery_notes: list[str] = []
-        # Keys named on the command line (--root-key, --targets-key): tokens or holders' files.
-        self.key_refs: dict[str, list[SigningKey]] = {}
+        # Keys named on the command line (--root-key, --targets-key...): tokens or holders'
+        # files, opened when a command first needs them (a no-op `timestamp` opens none).
+        self.key_refs: dict[str, list[str]] = {}
+        self._opened: dict[str, list[SigningKey]] = {}
 
     # -- state -------------------------------------------------------------------------------
     def is_initialized(self) -> bool:
@@ -204,7 +206,13 @@ class UpdateRepository:
     def _held_keys(self, role: str) -> list[SigningKey]:
         """The keys this command signs ``role`` with: those named on the command line (for root,
         together with keys/root.json when there is one), else the role's key file."""
-        given = self.key_refs.get(role, [])
+        if role not in self._opened:
+            self._opened[role] = [
+                key
+                for ref in self.key_refs.get(role, [])
+                for key in open_key_ref(ref, role, self.passphrases)
+            ]
+        given = self._opened[role]
         if role == "root":
             if self.keys.path("root").exists():
                 return [*self._role_keys("root"), *given]
