@@ -636,6 +636,19 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_publish.py",
         "tests/test_publish_s3.py",
     ),
+    "packager/repo/hsm.py": (
+        "tests/test_hsm.py",  # a SoftHSM2 token per test, go-tuf verifies, 10s
+        "tests/test_ceremony_hsm.py",
+    ),
+    "packager/repo/signing.py": (
+        "tests/test_ceremony.py",  # holders' key files, 2 min
+        "tests/test_ceremony_hsm.py",
+        "tests/test_keys.py",
+    ),
+    "packager/repo/ceremony.py": (
+        "tests/test_ceremony.py",
+        "tests/test_ceremony_hsm.py",
+    ),
     "packager/repo/status.py": (
         "tests/test_status_url.py",  # the published side, 20s
         "tests/test_status_rules.py",  # verdicts at their boundaries, 3s
