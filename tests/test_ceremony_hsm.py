@@ -150,8 +150,16 @@ def test_the_timestamp_role_moves_to_a_token_and_a_no_op_asks_no_pin(
         "--revoke-key", "timestamp", old_ts[:12], token=token,
     )  # fmt: skip
     _updates("root", "sign", "--path", repo, "--key", repo / "keys/root.json", "--yes", token=token)
-    pin = {"FLEET_TIMESTAMP_PIN": token.pin}
-    _updates("root", "publish", "--path", repo, "--timestamp-key", ts_uri, token=token, **pin)
+    _updates(
+        "root",
+        "publish",
+        "--path",
+        repo,
+        "--timestamp-key",
+        ts_uri,
+        token=token,
+        FLEET_TIMESTAMP_PIN=token.pin,
+    )
     ts = json.loads((repo / "repository/timestamp.json").read_bytes())
     assert [s["keyid"] for s in ts["signatures"]] == [json.loads(pub.read_bytes())["keyid"]]
     noop = _updates(
@@ -166,11 +174,19 @@ def test_the_timestamp_role_moves_to_a_token_and_a_no_op_asks_no_pin(
         token=token,
     )  # no FLEET_TIMESTAMP_PIN and no terminal: asking would fail
     assert json.loads(noop.stdout)["signed"] is False
-    _updates("timestamp", "--path", repo, "--timestamp-key", ts_uri, token=token, **pin)
+    _updates(
+        "timestamp",
+        "--path",
+        repo,
+        "--timestamp-key",
+        ts_uri,
+        token=token,
+        FLEET_TIMESTAMP_PIN=token.pin,
+    )
     payload = tmp_path / "orbit"
     payload.write_bytes(b"orbit\n" * 1000)
     _updates(
         "add", "--path", repo, "--target", payload, "--name", "orbit", "--platform", "linux",
-        "--version", "1.0.0", "-t", "stable", "--timestamp-key", ts_uri, token=token, **pin,
+        "--version", "1.0.0", "-t", "stable", "--timestamp-key", ts_uri, token=token, FLEET_TIMESTAMP_PIN=token.pin,
     )  # fmt: skip
     _agents_follow(repo)
