@@ -243,3 +243,41 @@ def test_new_keys_alone_cannot_publish_a_root(ceremony: dict[str, Any], tmp_path
     assert proc.returncode == 2 and "root v1 needs 2, has 0" in proc.stderr
     assert "root v2 needs" not in proc.stderr  # its own threshold is met
     assert tree_bytes(repo / "repository") == before
+
+
+def test_sign_shows_the_changes_and_asks_on_a_terminal(ceremony: dict[str, Any]) -> None:
+    """A holder sees what the new root changes before the token or key file signs; "no" leaves
+    the staged root as it was."""
+    import os
+    import sys
+
+    import pexpect
+
+    repo, holders = ceremony["repo"], ceremony["holders"]
+    _updates("root", "stage", "--path", repo, "--revoke-key", "root", holders["alice"][2][:12])
+    staged = (repo / "staged/root.json").read_bytes()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
+    env["FLEET_ROOT_PASSPHRASE"] = HOLDER
+    args = ["-m", "packager", "updates", "root", "sign", "--path", str(repo), "--key"]
+
+    def spawn() -> pexpect.spawn:
+        return pexpect.spawn(
+            sys.executable, [*args, str(holders["bob"][0])], env=env, timeout=60, encoding="utf-8"
+        )
+
+    child = spawn()
+    child.expect(f"root: revoke key {holders['alice'][2][:16]}")
+    child.expect(r"Sign this root\? \[y/N\]: ")
+    child.sendline("n")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 2 and (repo / "staged/root.json").read_bytes() == staged
+    child = spawn()
+    child.expect(r"Sign this root\? \[y/N\]: ")
+    child.sendline("y")
+    child.expect("Signed staged root v2")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    signed = json.loads((repo / "staged/root.json").read_bytes())["signatures"]
+    assert [s["keyid"] for s in signed] == [holders["bob"][2]]
