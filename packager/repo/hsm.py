@@ -19,7 +19,6 @@ argv is visible in ``ps``) and never from standard input. No PIN ever reaches a 
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import os
 import re
@@ -48,6 +47,7 @@ from securesystemslib.signer import Key, Signature, Signer, SSlibKey
 from packager.errors import PackagerError, UsageError
 from packager.repo.keys import KEYID_HASH_ALGORITHMS
 from packager.repo.metadata import canonical
+from packager.repo.passphrase import has_terminal, tty_prompt
 
 MODULE_ENV = "ORBIT_PACKAGER_PKCS11_MODULE"
 ECDSA_P256 = "ecdsa-sha2-nistp256"
@@ -277,19 +277,6 @@ def pin_env_var(role: str) -> str:
     return f"FLEET_{role.upper()}_PIN"
 
 
-def _terminal_available() -> bool:
-    try:
-        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
-    except OSError:
-        return False
-    os.close(fd)
-    return True
-
-
-def _tty_prompt(prompt: str) -> str:
-    return getpass.getpass(prompt)  # reads /dev/tty with echo off; checked that one exists
-
-
 class PinSource:
     """Hands out token PINs per (role, token): ``FLEET_<ROLE>_PIN``, else a terminal prompt.
 
@@ -303,8 +290,8 @@ class PinSource:
         terminal_available: Callable[[], bool] | None = None,
     ) -> None:
         self._environ = os.environ if environ is None else environ
-        self._prompt = prompt or _tty_prompt
-        self._terminal_available = terminal_available or _terminal_available
+        self._prompt = prompt or tty_prompt
+        self._terminal_available = terminal_available or has_terminal
         self._cache: dict[tuple[str, str], str] = {}
 
     def __repr__(self) -> str:

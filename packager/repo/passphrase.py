@@ -23,7 +23,8 @@ def env_var(role: str) -> str:
     return f"FLEET_{role.upper()}_PASSPHRASE"
 
 
-def _terminal_available() -> bool:
+def has_terminal() -> bool:
+    """Whether /dev/tty can be opened (prompting is possible)."""
     try:
         fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
     except OSError:
@@ -32,7 +33,7 @@ def _terminal_available() -> bool:
     return True
 
 
-def _tty_prompt(prompt: str) -> str:
+def tty_prompt(prompt: str) -> str:
     # getpass reads from /dev/tty with echo off; we checked above that one exists.
     return getpass.getpass(prompt)
 
@@ -56,8 +57,8 @@ class PassphraseSource:
         terminal_available: Callable[[], bool] | None = None,
     ) -> None:
         self._environ = os.environ if environ is None else environ
-        self._prompt = prompt or _tty_prompt
-        self._terminal_available = terminal_available or _terminal_available
+        self._prompt = prompt or tty_prompt
+        self._terminal_available = terminal_available or has_terminal
         self._cache: dict[str, Passphrase] = {}
 
     def get(self, role: str, *, confirm: bool = False) -> Passphrase:
