@@ -281,3 +281,50 @@ def test_sign_shows_the_changes_and_asks_on_a_terminal(ceremony: dict[str, Any])
     assert child.exitstatus == 0
     signed = json.loads((repo / "staged/root.json").read_bytes())["signatures"]
     assert [s["keyid"] for s in signed] == [holders["bob"][2]]
+
+
+def test_stage_refuses_ambiguous_ids_and_impossible_thresholds(ceremony: dict[str, Any]) -> None:
+    repo, holders = ceremony["repo"], ceremony["holders"]
+    none = _updates("root", "status", "--path", repo, check=False)
+    assert none.returncode == 2 and "no root is staged" in none.stderr
+    short = _updates(
+        "root", "stage", "--path", repo, "--revoke-key", "root", holders["bob"][2][:7],
+        check=False,
+    )  # fmt: skip
+    assert short.returncode == 2 and "at least 8 characters" in short.stderr
+    for n in ("0", "4"):
+        bad = _updates("root", "stage", "--path", repo, "--threshold", "root", n, check=False)
+        assert bad.returncode == 2 and f"root would need {n} signatures from 3 keys" in bad.stderr
+    assert not (repo / "staged/root.json").exists()
+    _updates("root", "stage", "--path", repo)
+    missing = _updates(
+        "root", "sign", "--path", repo, "--key", repo / "nowhere.key", "--yes", check=False
+    )
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_status_text_names_who_can_still_sign_and_when_it_is_ready(
+    ceremony: dict[str, Any],
+) -> None:
+    repo, holders = ceremony["repo"], ceremony["holders"]
+    _updates("root", "stage", "--path", repo)
+    text = _updates("root", "status", "--path", repo, check=False).stdout
+    assert "can still sign: " in text and holders["bob"][2][:16] in text
+    for name in ("bob", "carol"):
+        _updates(
+            "root", "sign", "--path", repo, "--key", holders[name][0], "--yes",
+            FLEET_ROOT_PASSPHRASE=HOLDER,
+        )  # fmt: skip
+    ready = _updates("root", "status", "--path", repo).stdout
+    assert "ready: `updates root publish` publishes it" in ready
+
+
+def test_keygen_never_overwrites_a_key_file(tmp_path: Path) -> None:
+    key, _pub, _ = _keygen(tmp_path, "once")
+    before = key.read_bytes()
+    again = cli(
+        "updates", "keygen", "--role", "root", "--out", key, "--public-out",
+        tmp_path / "other.pub.json", env=_env(FLEET_ROOT_PASSPHRASE=HOLDER), check=False,
+    )  # fmt: skip
+    assert again.returncode == 2 and "already exists" in again.stderr
+    assert key.read_bytes() == before and not (tmp_path / "other.pub.json").exists()

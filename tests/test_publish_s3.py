@@ -4,6 +4,7 @@ anonymous HTTP, as they read S3 or a CDN in front of it."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 import threading
@@ -199,6 +200,9 @@ def test_an_endpoint_dying_mid_publish_leaves_agents_the_old_repository(
         )  # fmt: skip
         assert proxy.cut.is_set()
     assert proc.returncode == 4, proc.stderr
+    # what failed, in obstore's own first line (not a blank or "None")
+    assert re.search(rf"s3://{bucket}/tuf: uploading \S+ failed: \w", proc.stderr), proc.stderr
+    assert "failed: None" not in proc.stderr
     assert "agents still see the previous repository" in proc.stderr
     assert "run `updates publish` again" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1

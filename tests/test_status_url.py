@@ -353,3 +353,32 @@ def test_credentials_in_the_url_are_never_printed(new_repo: Callable[..., Path])
     assert display_url("https://a:b@[::1]:8443/x") == "https://[::1]:8443/x"
     for secret in TEST_PASSPHRASES.values():
         assert secret not in ok.stdout + ok.stderr
+
+
+def test_a_tampered_published_root_does_not_verify_by_itself(
+    new_repo: Callable[..., Path],
+) -> None:
+    """Without --update-roots the published root.json is the anchor: it must still be signed by
+    its own keys (an edited expiry or key list is refused, exit 3)."""
+    repo = new_repo()
+    path = repo / "repository/root.json"
+    raw = path.read_bytes()
+    expires = json.loads(raw)["signed"]["expires"].encode()
+    later = str(int(expires[:4]) + 1).encode() + expires[4:]
+    path.write_bytes(raw.replace(b'"expires":"' + expires, b'"expires":"' + later))
+    with serve(repo / "repository") as url:
+        code, stdout, stderr = _status_url(url)
+    assert code == 3, stdout + stderr
+    assert f"{url}/root.json does not verify (itself)" in stderr
+
+
+def test_401_says_clients_read_anonymously(new_repo: Callable[..., Path]) -> None:
+    repo = new_repo()
+    server = FaultServer(repo / "repository")
+    try:
+        server.faults["/timestamp.json"] = 401
+        code, _, stderr = _status_url(server.url)
+    finally:
+        server.close()
+    assert code == 4
+    assert "answered HTTP 401 (authentication required: clients read the repository" in stderr
