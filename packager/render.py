@@ -9,12 +9,13 @@ from __future__ import annotations
 import importlib.resources
 import re
 from pathlib import Path
-from typing import Any
-
-import jinja2
+from typing import TYPE_CHECKING, Any
 
 from packager.errors import UsageError
 from packager.options import has_control_chars
+
+if TYPE_CHECKING:
+    import jinja2
 
 _NEEDS_ESCAPE = re.compile(r'([\\"$`])')
 
@@ -43,6 +44,8 @@ def templates_dir() -> Path:
 
 
 def environment(subdir: str, *, xml: bool = False) -> jinja2.Environment:
+    import jinja2  # here: importing this module (the builders do) must not load jinja2
+
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir() / subdir)),
         undefined=jinja2.StrictUndefined,

@@ -18,7 +18,8 @@ Counting is per process, so a process forked after start-up counts from 1 (see b
 Every command loads the same modules for about a second before its first file-system call, and
 an exhaustive run kills one command per call boundary (a few hundred runs). :class:`CommandRunner`
 therefore starts one interpreter with the sitecustomize on its path, imports ``packager.cli``
-once, and forks a fresh child per command that sets its environment and runs the command line's
+and the repository modules the commands load once, and forks a fresh child per command that
+sets its environment and runs the command line's
 own entry point (``packager.cli.main``) with its arguments. The child is a real process: its
 exit code, its lock, its files and its death are its own. :func:`spawn` runs ``python -m
 packager`` itself with the same sitecustomize, for a reference run to compare counts with.
@@ -148,6 +149,8 @@ _SERVER = r"""
 import json, os, sys, traceback
 
 import packager.cli
+# Commands import the library when they run: load it here, once, not in every forked child.
+import packager.repo.publish, packager.repo.repository
 
 requests, replies = sys.stdin.buffer, os.fdopen(os.dup(1), "w")
 os.dup2(os.open(os.devnull, os.O_WRONLY), 1)

@@ -3,6 +3,10 @@
 One module per group of commands: ``updates`` (the TUF repository), ``fetch`` (``verify``
 and ``fetch``), ``package`` (installers), ``inspect`` (built installers); ``common`` holds
 the shared options.
+
+Start-up cost: every command module is loaded to build the command tree (and `--help` lists
+them all), so they import only click and light modules; the library (tuf, lief, jinja2,
+requests, ...) is imported inside the command that uses it. tests/test_startup.py checks this.
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ import os
 import shutil
 import sys
 import tempfile
-import traceback
 from pathlib import Path
 
 import click
@@ -86,6 +89,8 @@ def _main(argv: list[str] | None) -> None:
         sys.exit(2)
     except Exception as exc:
         if os.environ.get("ORBIT_PACKAGER_DEBUG"):
+            import traceback  # only here: it costs start-up time for every command
+
             traceback.print_exc()
         click.echo(
             f"orbit-packager: internal error: {type(exc).__name__} "

@@ -7,11 +7,12 @@ import json
 import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from packager.cli.common import (
+    ROLES,
     duration_option_callback,
     json_option,
     path_option,
@@ -19,11 +20,21 @@ from packager.cli.common import (
 )
 from packager.errors import EXIT_CHECK_FAILED, UsageError
 from packager.flagsyntax import FleetctlCommand, FleetctlGroup
-from packager.repo.ceremony import Ceremony, CeremonyStatus
-from packager.repo.keys import RoleKey
-from packager.repo.passphrase import PassphraseSource
-from packager.repo.repository import ROLES, UpdateRepository
-from packager.repo.signing import SigningKey, public_key_document, write_new_key_file
+
+if TYPE_CHECKING:
+    from packager.repo.ceremony import Ceremony, CeremonyStatus
+    from packager.repo.signing import SigningKey
+
+# The library (tuf, cryptography, pkcs11) is imported inside the commands: `--help` and the
+# other commands must not load it.
+
+
+def _ceremony(path: Path) -> Ceremony:
+    from packager.repo.ceremony import Ceremony
+    from packager.repo.repository import UpdateRepository
+
+    return Ceremony(UpdateRepository(path))
+
 
 _ROLE = click.Choice(ROLES)
 
@@ -60,6 +71,10 @@ def keygen(
     """
     if (out is None) == (key_uri is None):
         raise UsageError("give exactly one of --out KEYFILE and --key URI")
+    from packager.repo.keys import RoleKey
+    from packager.repo.passphrase import PassphraseSource
+    from packager.repo.signing import public_key_document, write_new_key_file
+
     key: SigningKey
     if key_uri is not None:
         from packager.repo.hsm import HsmKey
@@ -150,7 +165,7 @@ def stage(
         if not n.isdigit():
             raise UsageError(f"--threshold {role} {n}: not a number")
         thresholds.append((role, int(n)))
-    status = Ceremony(UpdateRepository(path)).stage(
+    status = _ceremony(path).stage(
         add=[(r, Path(f)) for r, f in _pairs(add_key, "--add-key")],
         revoke=_pairs(revoke_key, "--revoke-key"),
         thresholds=thresholds,
@@ -185,7 +200,7 @@ def sign(path: Path, key_ref: str, yes: bool, as_json: bool) -> None:
         click.echo(status.text(), err=True)
         return click.confirm("Sign this root?", default=False, err=True)
 
-    signed, status = Ceremony(UpdateRepository(path)).sign(key_ref, confirm=confirm)
+    signed, status = _ceremony(path).sign(key_ref, confirm=confirm)
     if as_json:
         click.echo(
             json.dumps({"signed_with": signed, **status.to_json()}, indent=2, sort_keys=True)
@@ -200,7 +215,7 @@ def sign(path: Path, key_ref: str, yes: bool, as_json: bool) -> None:
 @json_option
 def status(path: Path, as_json: bool) -> None:
     """Signatures collected against both thresholds; exit 0 when ready to publish, else 1."""
-    result = Ceremony(UpdateRepository(path)).status()
+    result = _ceremony(path).status()
     _show(result, as_json)
     sys.exit(0 if result.ready else EXIT_CHECK_FAILED)
 
@@ -213,6 +228,9 @@ def publish(path: Path, as_json: bool, **key_refs: tuple[str, ...]) -> None:
     """Publish the staged root when it is signed by the threshold of the current root and of
     itself; re-sign the roles whose keys it changes (with keys/ or the --<role>-key given).
     Else refuse, changing nothing."""
+    from packager.repo.ceremony import Ceremony
+    from packager.repo.repository import UpdateRepository
+
     repo = UpdateRepository(path)
     repo.key_refs = {k.removesuffix("_key_refs"): list(v) for k, v in key_refs.items() if v}
     result = Ceremony(repo).publish()

@@ -8,20 +8,28 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
+from packager import __version__
 from packager.errors import PackagerError, UsageError
-from packager.fetch.client import (
-    FLEET_UPDATE_URL,
-    default_cache_dir,
-)
-from packager.fetch.http import DEFAULT_TIMEOUT, HttpOptions, format_seconds
-from packager.options import PACKAGE_TYPES, parse_package_types
 from packager.repo.durations import parse_duration
 
+if TYPE_CHECKING:
+    from packager.fetch.http import HttpOptions
+
 F = TypeVar("F", bound=Callable[..., Any])
+
+# The library's values that option declarations show in --help. Copied, because the modules
+# defining them import tuf, requests or cryptography, and `--help` must not pay for those
+# (tests/test_startup.py checks that each copy equals the library's value).
+FLEET_UPDATE_URL = "https://updates.fleetdm.com"  # packager.fetch.client
+DEFAULT_TIMEOUT = "5m"  # format_seconds(packager.fetch.http.DEFAULT_TIMEOUT)
+PACKAGE_TYPES = ("deb", "rpm", "pkg", "msi", "pkg.tar.zst")  # packager.options
+ROLES = ("root", "targets", "snapshot", "timestamp")  # packager.repo.repository
+TOOLING_MODES = ("auto", "native", "docker")  # packager.tooling
+DEFAULT_IMAGE = f"orbit-packager:{__version__}"  # packager.tooling
 
 
 def stack(options: Sequence[Callable[[Any], Any]], f: F) -> F:
@@ -109,7 +117,7 @@ def update_server_options(f: F) -> F:
         ),
         click.option(
             "--timeout",
-            default=format_seconds(DEFAULT_TIMEOUT),
+            default=DEFAULT_TIMEOUT,
             show_default=True,
             envvar="ORBIT_PACKAGER_TIMEOUT",
             callback=_timeout,
@@ -153,6 +161,8 @@ def http_options(
 ) -> HttpOptions:
     if bool(update_tls_client_certificate) != bool(update_tls_client_key):
         raise UsageError("--update-tls-client-certificate and --update-tls-client-key go together")
+    from packager.fetch.http import HttpOptions
+
     return HttpOptions(
         ca_bundle=update_tls_certificate,
         client_cert=update_tls_client_certificate,
@@ -162,6 +172,8 @@ def http_options(
 
 
 def default_cache() -> Path:
+    from packager.fetch.client import default_cache_dir
+
     try:
         return default_cache_dir()
     except RuntimeError:  # Path.home(): HOME unset and no passwd entry
@@ -207,6 +219,8 @@ class _TypeList(click.ParamType[tuple[str, ...]]):
     ) -> tuple[str, ...]:
         if isinstance(value, tuple):
             return value
+        from packager.options import parse_package_types
+
         try:
             return parse_package_types(str(value).split(","))
         except UsageError as exc:

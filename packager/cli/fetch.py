@@ -19,18 +19,8 @@ from packager.cli.common import (
     update_server_options,
     warn_option,
 )
-from packager.errors import EXIT_CHECK_FAILED, EXIT_OK
-from packager.fetch.client import (
-    EXIT_FETCH,
-    UpdateClient,
-    load_trusted_root,
-)
-from packager.fetch.progress import download_progress
-from packager.fetch.targets import TargetSelection, fetch_into_directory, installer_version
-from packager.fetch.verify import render_text as render_verify
-from packager.fetch.verify import verify_repository
+from packager.errors import EXIT_CHECK_FAILED, EXIT_FETCH, EXIT_OK
 from packager.flagsyntax import FleetctlCommand
-from packager.repo.repository import utcnow
 
 
 @click.command(cls=FleetctlCommand)
@@ -60,6 +50,13 @@ def verify(
     http = http_options(
         update_tls_certificate, update_tls_client_certificate, update_tls_client_key, timeout
     )
+    # Here, not at the top: `--help` and the other commands must not load tuf and requests.
+    from packager.fetch.client import UpdateClient, load_trusted_root
+    from packager.fetch.progress import download_progress
+    from packager.fetch.verify import render_text as render_verify
+    from packager.fetch.verify import verify_repository
+    from packager.repo.repository import utcnow
+
     root = load_trusted_root(update_url, update_roots)
     with (
         UpdateClient(update_url, root, cache_dir=None, http=http) as client,
@@ -114,6 +111,10 @@ def fetch(
 ) -> None:
     """Fetch and verify the agent targets an installer embeds, through TUF, without running
     them. Fills the cache, so a later build can run with --offline."""
+    from packager.fetch.client import UpdateClient, load_trusted_root
+    from packager.fetch.progress import download_progress
+    from packager.fetch.targets import TargetSelection, fetch_into_directory, installer_version
+
     selection = TargetSelection(
         package_type,
         arch or ("universal" if package_type == "pkg" else "amd64"),

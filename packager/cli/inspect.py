@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from packager.cli.common import http_options, json_option, update_server_options
 from packager.errors import EXIT_CHECK_FAILED, EXIT_FETCH, EXIT_OK
 from packager.flagsyntax import FleetctlCommand
-from packager.installers.report import Report
+
+if TYPE_CHECKING:
+    from packager.installers.report import Report
 
 
 @click.command(cls=FleetctlCommand)

@@ -6,13 +6,14 @@ import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from packager import __version__
-from packager.build import build_packages
 from packager.cli.common import (
+    DEFAULT_IMAGE,
+    TOOLING_MODES,
     F,
     cache_errors,
     cache_options,
@@ -23,10 +24,13 @@ from packager.cli.common import (
     update_server_options,
 )
 from packager.errors import UsageError
-from packager.fetch.http import command_timeout
 from packager.flagsyntax import FleetctlCommand
-from packager.options import BuildRequest, fleetctl_only_flags
-from packager.tooling import DEFAULT_IMAGE, TOOLING_MODES
+
+if TYPE_CHECKING:
+    from packager.options import BuildRequest
+
+# The builder (tuf, lief, jinja2, cryptography...) is imported when `package` runs, not for
+# `--help` or the other commands.
 
 
 def _path_option(name: str, help_text: str) -> Callable[[F], F]:
@@ -283,6 +287,9 @@ def package(
     **flags: Any,
 ) -> None:
     """Build fleetd (Orbit) installers, with targets fetched and verified through TUF."""
+    from packager.build import build_packages
+    from packager.fetch.http import command_timeout
+
     timeout = flags.pop("timeout")
     if config_file is not None:
         requests = _matrix_requests(config_file, package_type, flags)
@@ -338,6 +345,8 @@ def _matrix_requests(
 def _command_line_requests(
     package_type: tuple[str, ...], flags: dict[str, Any]
 ) -> tuple[list[BuildRequest], list[str]]:
+    from packager.options import BuildRequest, fleetctl_only_flags
+
     notes = fleetctl_only_flags(flags)
     if len(package_type) > 1 and flags["outfile"] is not None:
         raise UsageError(

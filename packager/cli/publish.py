@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -15,9 +15,13 @@ from packager.cli.common import F, json_option, path_option, stack
 from packager.errors import EXIT_CHECK_FAILED, PackagerError
 from packager.flagsyntax import FleetctlCommand
 from packager.repo.durations import parse_duration
-from packager.repo.publish import CachePolicy, PublishPlan, Upload, execute, plan_publish
-from packager.repo.repository import UpdateRepository, utcnow
-from packager.repo.stores import open_store
+
+if TYPE_CHECKING:
+    from packager.repo.publish import CachePolicy, PublishPlan, Upload
+    from packager.repo.repository import UpdateRepository
+
+# The library (tuf, obstore, rich) is imported inside the functions: `--help` and the other
+# commands must not load it.
 
 DEFAULT_JOBS = 8
 
@@ -134,6 +138,9 @@ def publish(
     snapshot.json and timestamp.json last; only what changed; refused (nothing written) when a
     published version is newer than this repository's. Exit 2 when refused, 4 when the
     destination fails (run again to finish), 1 when --verify-url finds a problem."""
+    from packager.repo.publish import CachePolicy
+    from packager.repo.repository import UpdateRepository
+
     repo = UpdateRepository(path)
     plan = run_publish(
         repo,
@@ -178,6 +185,10 @@ def run_publish(
     quiet: bool = False,
 ) -> PublishPlan:
     """Plan and (unless ``dry_run``) carry out a publish, under the repository's lock."""
+    from packager.repo.publish import CachePolicy, execute, plan_publish
+    from packager.repo.repository import utcnow
+    from packager.repo.stores import open_store
+
     store = open_store(destination, endpoint_url=endpoint_url)
     with repo.locked(), store.session():
         state = repo.load()
@@ -205,6 +216,8 @@ def _progress(plan: PublishPlan, *, enabled: bool) -> Iterator[Callable[[Upload 
         return
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    from packager.repo.publish import Upload
 
     with Progress(
         TextColumn("publishing"),
@@ -263,6 +276,7 @@ def verify_published(repo: UpdateRepository, url: str) -> list[str]:
     from packager.fetch.client import UpdateClient
     from packager.fetch.http import HttpOptions, RequestsFetcher
     from packager.fetch.verify import verify_repository
+    from packager.repo.repository import utcnow
 
     first = repo.repository / "1.root.json"
     trusted = (first if first.is_file() else repo.repository / "root.json").read_bytes()

@@ -7,11 +7,12 @@ import sys
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from packager.cli.common import (
+    ROLES,
     F,
     duration_option_callback,
     json_option,
@@ -22,14 +23,14 @@ from packager.cli.common import (
 from packager.cli.publish import destination_options, run_publish
 from packager.cli.publish import summary as publish_summary
 from packager.errors import EXIT_CHECK_FAILED, EXIT_OK, UsageError
-from packager.fetch.client import load_trusted_root
-from packager.fetch.published import load_published
 from packager.flagsyntax import FleetctlGroup
-from packager.repo import metadata as meta
-from packager.repo.publish import CachePolicy
-from packager.repo.repository import ROLES, Expirations, PublishResult, UpdateRepository, utcnow
-from packager.repo.signing import SigningKey, open_key_ref
-from packager.repo.status import render_text, repository_status, roles_status
+
+if TYPE_CHECKING:
+    from packager.repo.repository import PublishResult, UpdateRepository
+    from packager.repo.signing import SigningKey
+
+# The library (tuf, cryptography, ...) is imported inside the commands: `--help` and each
+# command load only what they use.
 
 _DEFAULTS = {"root": "87600h", "targets": "26280h", "snapshot": "26280h", "timestamp": "336h"}
 
@@ -53,6 +54,8 @@ def expiration_options(*roles: str) -> Callable[[F], F]:
 
 
 def _repo(path: Path, **expirations: timedelta) -> UpdateRepository:
+    from packager.repo.repository import Expirations, UpdateRepository
+
     defaults = Expirations()
     values = {role: expirations.get(f"{role}_expiration") or defaults.of(role) for role in ROLES}
     return UpdateRepository(path, expirations=Expirations(**values))
@@ -76,6 +79,8 @@ def _repo_with_keys(path: Path, options: dict[str, Any]) -> UpdateRepository:
 
 
 def _open_refs(repo: UpdateRepository, role: str, refs: tuple[str, ...]) -> list[SigningKey]:
+    from packager.repo.signing import open_key_ref
+
     keys: list[SigningKey] = []
     for ref in refs:
         keys += open_key_ref(ref, role, repo.passphrases)
@@ -225,6 +230,9 @@ def timestamp(
     **exp: Any,
 ) -> None:
     """Re-sign timestamp.json (run at least every --timestamp-expiration)."""
+    from packager.repo import metadata as meta
+    from packager.repo.publish import CachePolicy
+
     window = if_expiring_within[1] if if_expiring_within else None
     repo = _repo_with_keys(path, exp)
     result = repo.timestamp(if_expiring_within=window)
@@ -317,6 +325,9 @@ def status(
     if url is None:
         if update_roots is not None:
             raise UsageError("--update-roots goes with --url (the published repository)")
+        from packager.repo.repository import utcnow
+        from packager.repo.status import render_text, repository_status
+
         repo = _repo(path)
         report = repository_status(repo, warn, utcnow(), with_targets=with_targets)
         _emit(repo, as_json, report.to_json(), render_text(report))
@@ -327,6 +338,11 @@ def status(
             "--path and --url are mutually exclusive",
             hint="--path reads the local repository, --url the published one",
         )
+    from packager.fetch.client import load_trusted_root
+    from packager.fetch.published import load_published
+    from packager.repo.repository import utcnow
+    from packager.repo.status import render_text, roles_status
+
     trusted = load_trusted_root(url, update_roots) if update_roots is not None else None
     published = load_published(url, trusted_root=trusted)
     chain = published.root_chain
