@@ -26,7 +26,7 @@ from packager.fetch.progress import download_progress
 from packager.fetch.targets import (
     FetchedTarget,
     TargetSelection,
-    fetch_agent_targets,
+    fetch_many,
     installer_version,
 )
 from packager.formats.base import BuildContext, Builder
@@ -158,10 +158,10 @@ def build_packages(
     requests: Sequence[BuildRequest], *, progress: bool | None = None
 ) -> list[BuildResult]:
     """Build one installer per request. The requests come from one command line, so they share
-    the update server, trusted root and cache: one TUF refresh, and each target downloaded
-    once (the client's verified cache serves it to the other installers). Builds run in
-    parallel, each in its own private stage; the installers are put in place only once every
-    build succeeded, so a failure leaves no output at all."""
+    the update server, trusted root and cache: one TUF refresh, then every target downloaded
+    once, all at the same time (the client's verified cache serves a shared target to the
+    other installers). Builds run in parallel, each in its own private stage; the installers
+    are put in place only once every build succeeded, so a failure leaves no output at all."""
     created: list[Path] = []  # --outdir directories this run made: removed again on failure
     try:
         return _build_packages(requests, created, progress)
@@ -203,20 +203,25 @@ def _build_packages(
         with UpdateClient(
             first.update_url, roots, cache_dir=cache, http=http, offline=first.offline
         ) as client:
+            wanted: list[tuple[TargetSelection, Path]] = []
+            for index, job in enumerate(jobs):
+                stage = top / f"{index}-{job.request.type}"
+                stage.mkdir(mode=0o700)
+                selection = TargetSelection(
+                    job.request.type,
+                    job.request.arch or "amd64",
+                    job.request.orbit_channel,
+                    job.request.osqueryd_channel,
+                    job.request.desktop_channel,
+                    job.request.fleet_desktop,
+                )
+                wanted.append((selection, job.builder.orbit_root(stage)))
+            # Every target of every installer at once; one shared by several is downloaded
+            # once (packager.fetch.targets.fetch_many).
             with download_progress(client.http, enabled=progress):
-                for index, job in enumerate(jobs):
-                    stage = top / f"{index}-{job.request.type}"
-                    stage.mkdir(mode=0o700)
-                    selection = TargetSelection(
-                        job.request.type,
-                        job.request.arch or "amd64",
-                        job.request.orbit_channel,
-                        job.request.osqueryd_channel,
-                        job.request.desktop_channel,
-                        job.request.fleet_desktop,
-                    )
-                    orbit_root = job.builder.orbit_root(stage)
-                    staged.append((job, stage, fetch_agent_targets(client, selection, orbit_root)))
+                fetched_all = fetch_many(client, wanted)
+            for index, (job, fetched) in enumerate(zip(jobs, fetched_all, strict=True)):
+                staged.append((job, top / f"{index}-{job.request.type}", fetched))
             trusted = client.trusted_metadata()
         ready: list[_Staged] = []
         for job, stage, fetched in staged:

@@ -20,7 +20,7 @@ import hashlib
 import os
 import re
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -185,10 +185,17 @@ def write_verified(
     return length
 
 
-def copy_from_cache(cached: Path, info: TargetFile, dest: Path, label: str) -> bool:
+def copy_from_cache(
+    cached: Path,
+    info: TargetFile,
+    dest: Path,
+    label: str,
+    check: Callable[[], None] | None = None,
+) -> bool:
     """Copy the cache entry ``cached`` to the new private file ``dest``, hashing it in the same
     read. True when it matched ``info``; False (``dest`` removed, a bad entry deleted) when the
-    entry is missing, not a regular file, a symbolic link (never followed) or does not match."""
+    entry is missing, not a regular file, a symbolic link (never followed) or does not match.
+    ``check`` runs before each chunk: what it raises stops the copy (``dest`` removed)."""
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
         fd = os.open(cached, flags)
@@ -199,11 +206,20 @@ def copy_from_cache(cached: Path, info: TargetFile, dest: Path, label: str) -> b
     with os.fdopen(fd, "rb") as src:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return False
+        chunks: Iterable[bytes] = iter(lambda: src.read(CHUNK), b"")
+        if check is not None:
+            chunks = _checked(chunks, check)
         try:
             with new_private_file(dest) as out:
-                write_verified(iter(lambda: src.read(CHUNK), b""), info, [out], label)
+                write_verified(chunks, info, [out], label)
         except (exceptions.LengthOrHashMismatchError, exceptions.DownloadLengthMismatchError):
             with contextlib.suppress(FileNotFoundError):
                 cached.unlink()  # stale or corrupted: a download replaces it
             return False
     return True
+
+
+def _checked(chunks: Iterable[bytes], check: Callable[[], None]) -> Iterator[bytes]:
+    for chunk in chunks:
+        check()
+        yield chunk

@@ -43,7 +43,13 @@ from packager.fetch.cache import (
     write_verified,
 )
 from packager.fetch.gotuf import GoTufUpdater, load_metadata, parse_expires, python_tuf_reads
-from packager.fetch.http import HttpFailure, HttpOptions, RequestsFetcher, TransferTooSlow
+from packager.fetch.http import (
+    CancelToken,
+    HttpFailure,
+    HttpOptions,
+    RequestsFetcher,
+    TransferTooSlow,
+)
 from packager.repo.fsutil import create_private_temp, make_dirs
 
 FLEET_UPDATE_URL = "https://updates.fleetdm.com"
@@ -201,7 +207,12 @@ class NotCachedError(exceptions.DownloadError):
 
 
 class UpdateClient:
-    """Refreshes once from the trusted root, then looks up and fetches verified targets."""
+    """Refreshes once from the trusted root, then looks up and fetches verified targets.
+
+    After :meth:`refresh`, :meth:`fetch_verified` may run in several threads at once (the
+    metadata is only read then; ngclient's Updater is never used outside the calling thread),
+    as long as no two of them write the same cache entry (packager.fetch.targets groups the
+    targets by :func:`~packager.fetch.cache.cache_name`)."""
 
     def __init__(
         self,
@@ -320,35 +331,51 @@ class UpdateClient:
         read, or hashed as they stream from the server (and kept in the cache as well). Nothing
         is linked to the cache, so changing a cache file later cannot change ``dest``."""
         info = self.target_info(path)
+        self.fetch_verified(path, info, dest)
+        return info
+
+    def fetch_verified(
+        self, path: str, info: TargetFile, dest: Path, cancel: CancelToken | None = None
+    ) -> None:
+        """:meth:`fetch` for a target already looked up (``info``), safe to call from several
+        threads at once after :meth:`refresh`. When ``cancel`` is cancelled, the copy or
+        download stops within a chunk, raising :class:`~packager.fetch.http.Cancelled`, and
+        leaves neither ``dest`` nor a partial cache entry behind."""
         make_dirs(dest.parent)
         with contextlib.suppress(FileNotFoundError):
             dest.unlink()
-        with self._explained(path):
+        with self._explained(path), self.http.cancellable(cancel):
             cached = self.targets_dir / cache_name(info)
-            if copy_from_cache(cached, info, dest, path):
-                return info
+            check = cancel.check if cancel is not None else None
+            if copy_from_cache(cached, info, dest, path, check):
+                return
             if self.offline:
                 raise FetchError(
                     f"--offline: target {path} is not in the cache",
                     hint="run once without --offline to fill the cache",
                 )
             self._download(path, info, dest, cached)
-        return info
 
     def _download(self, path: str, info: TargetFile, dest: Path, cached: Path) -> None:
         """Stream ``path`` from the server into ``dest`` and a new cache entry at once, hashing
         as it goes; the entry replaces ``cached`` (never following a link there) once it
         verified, and nothing is left behind when it does not."""
         url = self._target_url(path, info)
-        partial, fd = create_private_temp(self.targets_dir, cached.name)
+        # The request first, the files once the server answered: a download cancelled while
+        # it still waits for an answer (which only a timeout ends) holds no file.
+        body = self.http.fetch(url)
         try:
-            with os.fdopen(fd, "wb") as entry, new_private_file(dest) as out:
-                write_verified(self.http.fetch(url), info, [out, entry], path)
-            os.replace(partial, cached)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                partial.unlink()
-            raise
+            partial, fd = create_private_temp(self.targets_dir, cached.name)
+            try:
+                with os.fdopen(fd, "wb") as entry, new_private_file(dest) as out:
+                    write_verified(body, info, [out, entry], path)
+                os.replace(partial, cached)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    partial.unlink()
+                raise
+        finally:
+            _close(body)
 
     def stream_verify(self, path: str, info: TargetFile, keep: Path | None = None) -> int:
         """Download ``path`` and check length and every hash in one pass, keeping nothing
@@ -379,6 +406,13 @@ class UpdateClient:
             raise
         except (exceptions.RepositoryError, exceptions.DownloadError) as exc:
             raise FetchError(explain(exc, self, target)) from None
+
+
+def _close(body: Iterator[bytes]) -> None:
+    """Close a response body iterator (a generator releases its connection when closed)."""
+    close = getattr(body, "close", None)
+    if close is not None:
+        close()
 
 
 _FIXES = {

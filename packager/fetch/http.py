@@ -9,6 +9,10 @@ shortened to it, a body that arrives slower than ``min_rate`` bytes/s over ``rat
 is abandoned (a read timeout alone never trips on a byte every 20 s), and every request of a
 command shares one deadline (``--timeout``). A connection dropped mid-body is retried like a
 refused one, resuming the stream where it broke, so callers see one uninterrupted body.
+
+One fetcher serves several threads at once (packager.fetch.targets downloads targets in
+parallel): the per-request state is thread-local, and a :class:`CancelToken` stops every body
+of a batch between chunks, cutting a read that waits on the network short.
 """
 
 from __future__ import annotations
@@ -17,7 +21,10 @@ import contextlib
 import contextvars
 import email.utils
 import math
+import os
 import re
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -35,6 +42,7 @@ from urllib3.util.retry import Retry
 from packager import __version__
 
 CHUNK = 256 * 1024
+MAX_CONNECTIONS = 8  # connections kept per host: at least the parallel downloads
 USER_AGENT = f"orbit-packager/{__version__}"
 DEFAULT_TIMEOUT = 300.0  # seconds for all downloads of one command (--timeout)
 RETRY_STATUSES = (429, 500, 502, 503, 504)
@@ -62,6 +70,79 @@ class HttpOptions:
 
 
 ProgressHook = Callable[[str, int, int | None], None]  # (url, chunk bytes, total or None)
+
+
+class Cancelled(BaseException):
+    """A download stopped because its batch was cancelled (another target failed, or the
+    command was interrupted). Not an Exception: nothing on the way may take it for a failure to
+    explain; the files it was writing are removed as the exception passes."""
+
+
+class CancelToken:
+    """Stops the downloads of one batch: each checks it between chunks and before a retry, and
+    :meth:`cancel` shuts down the sockets bodies are being read from, so no read waits on."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._reading: set[requests.Response] = set()
+
+    def check(self) -> None:
+        if self._event.is_set():
+            raise Cancelled
+
+    def wait(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less: raise Cancelled as soon as the batch is cancelled."""
+        if self._event.wait(seconds):
+            raise Cancelled
+
+    def cancel(self) -> None:
+        with self._lock:  # held: a tracked body's socket stays open until it is shut down
+            self._event.set()
+            for response in self._reading:
+                _shut_down(response)
+
+    def track(self, response: requests.Response) -> None:
+        """``response``'s body is about to be read; Cancelled if the batch already is. Untrack
+        it before closing it."""
+        with self._lock:
+            if self._event.is_set():
+                raise Cancelled
+            self._reading.add(response)
+
+    def untrack(self, response: requests.Response) -> None:
+        with self._lock:
+            self._reading.discard(response)
+
+
+def _shut_down(response: requests.Response) -> None:
+    """Make a read blocked on ``response``'s socket (in another thread) return at once. The
+    socket is shut down through a duplicate of its descriptor, not closed: its reader closes
+    it. (Through the descriptor because the connection object may have handed its socket to
+    the response already; for TLS this is the TCP socket underneath, which ends the TLS read
+    too.)"""
+    try:
+        fd = response.raw.fileno()
+    except (OSError, ValueError, AttributeError):  # closed meanwhile: nothing is waiting on it
+        return
+    with contextlib.suppress(OSError):
+        duplicate = os.dup(fd)
+        try:
+            sock = socket.socket(fileno=duplicate)
+        except OSError:
+            os.close(duplicate)
+            raise
+        with sock:
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+class _RequestState(threading.local):
+    """What one thread's current request needs (its URL for messages, the Retry-After the
+    server asked for, the batch it belongs to)."""
+
+    url = ""
+    retry_after_asked = 0.0
+    token: CancelToken | None = None
 
 
 def format_seconds(seconds: float) -> str:
@@ -186,7 +267,8 @@ class RequestsFetcher(FetcherInterface):
             raise_on_status=False,
         )
         retry.fetcher = self
-        adapter = HTTPAdapter(max_retries=retry)
+        # A connection per parallel download kept for reuse (the default pool keeps 10).
+        adapter = HTTPAdapter(max_retries=retry, pool_maxsize=MAX_CONNECTIONS)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         # Passed per request, not set on the session: requests lets REQUESTS_CA_BUNDLE and
@@ -197,16 +279,27 @@ class RequestsFetcher(FetcherInterface):
         if opts.client_cert:
             key = opts.client_key
             self._cert = (str(opts.client_cert), str(key)) if key else str(opts.client_cert)
-        self.progress: ProgressHook | None = None
+        self.progress: ProgressHook | None = None  # called from the downloading thread
         self.bytes_received = 0
+        self._count_lock = threading.Lock()
         self.last_body: dict[str, bytes] = {}
         self.last_name = ""
-        self._url = ""
-        self._retry_after_asked = 0.0
+        self._state = _RequestState()
+
+    @contextlib.contextmanager
+    def cancellable(self, token: CancelToken | None) -> Iterator[None]:
+        """This thread's downloads inside the block stop when ``token`` is cancelled."""
+        previous = self._state.token
+        self._state.token = token
+        try:
+            yield
+        finally:
+            self._state.token = previous
 
     # -- waits -------------------------------------------------------------------------------
     def note_retry_after(self, seconds: float) -> None:
-        self._retry_after_asked = max(self._retry_after_asked, seconds)
+        state = self._state
+        state.retry_after_asked = max(state.retry_after_asked, seconds)
 
     def pause(self, seconds: float) -> None:
         """Wait ``seconds`` before a retry, unless the deadline comes first (then fail now)."""
@@ -214,12 +307,18 @@ class RequestsFetcher(FetcherInterface):
             return
         if seconds >= self.deadline.remaining():
             raise TimeoutExceeded(
-                self._url, self.deadline.seconds, self._asked_note(), wait=seconds
+                self._state.url, self.deadline.seconds, self._asked_note(), wait=seconds
             )
-        self.options.sleep(seconds)
+        token = self._state.token
+        if token is not None and self.options.sleep is time.sleep:
+            token.wait(seconds)  # a cancelled batch does not sit out its retry waits
+        else:
+            self.options.sleep(seconds)
+        if token is not None:
+            token.check()
 
     def _asked_note(self) -> str:
-        asked = self._retry_after_asked
+        asked = self._state.retry_after_asked
         if asked <= self.options.retry_after_cap:
             return ""
         return (
@@ -230,8 +329,11 @@ class RequestsFetcher(FetcherInterface):
     # -- requests ----------------------------------------------------------------------------
     def _get(self, url: str) -> requests.Response:
         """GET ``url`` (headers only, the body streams), with retries; raise DownloadErrors."""
-        self._url = url
-        self._retry_after_asked = 0.0
+        state = self._state
+        if state.token is not None:
+            state.token.check()  # a cancelled batch starts no request
+        state.url = url
+        state.retry_after_asked = 0.0
         self.deadline.check(url)
         opts = self.options
         timeout = (
@@ -284,11 +386,14 @@ class RequestsFetcher(FetcherInterface):
         body = bytearray()
         delivered = 0
         drops = 0
+        token = self._state.token  # the generator runs in the thread that iterates it
         try:
             while True:
+                if token is not None:
+                    token.track(response)
                 skip = delivered
                 try:
-                    for chunk in self._read(url, response):
+                    for chunk in self._read(url, response, token):
                         if skip:
                             if len(chunk) <= skip:
                                 skip -= len(chunk)
@@ -296,7 +401,8 @@ class RequestsFetcher(FetcherInterface):
                             chunk = chunk[skip:]
                             skip = 0
                         delivered += len(chunk)
-                        self.bytes_received += len(chunk)
+                        with self._count_lock:
+                            self.bytes_received += len(chunk)
                         if self.progress is not None:
                             self.progress(url, len(chunk), total)
                         if keep and len(body) < 5_000_000:
@@ -304,6 +410,9 @@ class RequestsFetcher(FetcherInterface):
                         yield chunk
                     break
                 except _Dropped as exc:
+                    if token is not None:
+                        token.untrack(response)
+                        token.check()  # a cancel shuts the socket: not a drop to retry
                     response.close()
                     drops += 1
                     if drops > self.options.retries:
@@ -316,17 +425,23 @@ class RequestsFetcher(FetcherInterface):
                     self.pause(self.options.backoff * (2 ** (drops - 1)))
                     response = self._get(url)
         finally:
+            if token is not None:
+                token.untrack(response)
             response.close()
         if keep:
             self.last_body[name] = bytes(body)
 
-    def _read(self, url: str, response: requests.Response) -> Iterator[bytes]:
-        """Raw body chunks as soon as they arrive, checking the transfer rate and the deadline
-        after each one."""
+    def _read(
+        self, url: str, response: requests.Response, token: CancelToken | None
+    ) -> Iterator[bytes]:
+        """Raw body chunks as soon as they arrive, checking the transfer rate, the deadline and
+        the batch's cancellation after each one."""
         opts = self.options
         raw = response.raw
         window_start, window_bytes = opts.clock(), 0
         while True:
+            if token is not None:
+                token.check()
             self.deadline.check(url)
             try:
                 # read1: what has arrived, at most CHUNK decoded bytes (urllib3 >= 2.6 bounds
@@ -350,6 +465,8 @@ class RequestsFetcher(FetcherInterface):
             except (urllib3.exceptions.HTTPError, OSError) as exc:
                 raise _Dropped(_reason(exc)) from None
             if not data:
+                if token is not None:
+                    token.check()  # a body without a length ends at the shut-down socket
                 return
             window_bytes += len(data)
             elapsed = opts.clock() - window_start

@@ -13,24 +13,43 @@ as ``name platform file``:
 Desktop only with ``--fleet-desktop``. Each lands at
 ``<orbit root>/bin/<name>/<platform>/<channel>/<file>``; archives are extracted next to
 themselves and kept, as Orbit expects.
+
+The downloads of one command run at once (:func:`fetch_many`): every distinct target of every
+installer in a small pool of threads, after one metadata refresh. A target several installers
+embed is downloaded once; the others copy it from the verified cache, re-hashing it. The
+calling thread meanwhile extracts and checks each target in order as soon as it is there, so
+the first failure in that order is the one reported, as when the targets came one by one.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import queue
 import re
 import shutil
+import signal
 import tempfile
+import threading
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from tuf.api import exceptions
 from tuf.api.metadata import TargetFile
 
 from packager import signals
-from packager.errors import UsageError
+from packager.errors import PackagerError, UsageError
+from packager.fetch.cache import cache_name
 from packager.fetch.client import FetchError, UpdateClient
 from packager.fetch.extract import extract_tar_gz
-from packager.fetch.inspect import BinaryInfo, require_executable
+from packager.fetch.http import CancelToken
+from packager.repo.fsutil import make_dirs
 from packager.repo.naming import check_component
+
+if TYPE_CHECKING:
+    from packager.fetch.inspect import BinaryInfo
 
 PACKAGE_OS = {
     "deb": "linux",
@@ -152,21 +171,168 @@ def fetch_agent_targets(
     client: UpdateClient, sel: TargetSelection, orbit_root: Path
 ) -> list[FetchedTarget]:
     """Fetch, verify, inspect (and extract) every target ``sel`` needs into ``orbit_root``."""
-    fetched = []
-    for spec in select_targets(sel):
-        local = orbit_root / "bin" / spec.path
-        info = client.fetch(spec.path, local)
-        local.chmod(0o755)  # as Orbit's own downloads (fleetctl: staging files are 0755)
-        extracted: list[str] = []
-        executable = local
-        if spec.filename.endswith(".tar.gz"):
-            extracted = extract_tar_gz(local, local.parent, label=spec.path)
-            if spec.exec_path is None or not (local.parent / spec.exec_path).is_file():
-                raise FetchError(f"target {spec.path} does not contain {spec.exec_path}")
-            executable = local.parent / spec.exec_path
-        binary = require_executable(executable, spec.path, sel.os, sel.cpu_archs)
-        fetched.append(FetchedTarget(spec, local, info, binary, extracted))
-    return fetched
+    return fetch_many(client, [(sel, orbit_root)])[0]
+
+
+MAX_PARALLEL = 6  # downloads at once: enough to fill a link, few enough for any server
+STOP_GRACE = 5.0  # seconds a failed or interrupted batch waits for its threads to stop
+
+
+@dataclass
+class _Wanted:
+    """One target for one Orbit root, in the order the targets would come one by one."""
+
+    sel: TargetSelection
+    spec: TargetSpec
+    local: Path
+    found: TargetFile | PackagerError  # the target's metadata, or why it is not there
+    done: concurrent.futures.Future[None] = field(default_factory=concurrent.futures.Future)
+
+
+@dataclass
+class _Copy:
+    """A target file one worker writes: ``item`` with its metadata."""
+
+    item: _Wanted
+    info: TargetFile
+
+
+def fetch_many(
+    client: UpdateClient, wanted: Sequence[tuple[TargetSelection, Path]]
+) -> list[list[FetchedTarget]]:
+    """:func:`fetch_agent_targets` for several (selection, Orbit root) pairs at once, the
+    downloads in parallel (see the module's docstring). Raises the error the first failing
+    target (in the order given, then each selection's target order) would raise alone; the
+    other downloads are stopped first and leave no file behind."""
+    client.refresh()  # once, in this thread: the worker threads only read the metadata
+    items: list[list[_Wanted]] = [
+        [_lookup(client, sel, spec, root) for spec in select_targets(sel)] for sel, root in wanted
+    ]
+    token = CancelToken()
+    threads: list[threading.Thread] = []
+    try:
+        _start(client, _groups([i for row in items for i in row]), token, threads)
+        return [[_finish(item) for item in row] for row in items]
+    except BaseException:
+        _stop(token, [i for row in items for i in row], threads)
+        raise
+
+
+def _lookup(client: UpdateClient, sel: TargetSelection, spec: TargetSpec, root: Path) -> _Wanted:
+    """Look a target up (in this thread: ngclient's Updater is not shared). A lookup that fails
+    is raised when the target's turn comes, as when the targets came one by one."""
+    local = root / "bin" / spec.path
+    try:
+        found: TargetFile | PackagerError = client.target_info(spec.path)
+    except PackagerError as exc:
+        found = exc
+    else:
+        make_dirs(local.parent)  # here, not in the threads: one creator per directory
+    return _Wanted(sel, spec, local, found)
+
+
+def _groups(items: list[_Wanted]) -> list[list[_Copy]]:
+    """The targets grouped by cache entry, each group in target order: the first of a group
+    downloads the entry, the others copy it (so no two threads write one entry at a time)."""
+    groups: dict[str, list[_Copy]] = {}
+    for item in items:
+        if isinstance(item.found, PackagerError):
+            continue
+        try:
+            key = cache_name(item.found)
+        except exceptions.RepositoryError:
+            key = f"path:{item.spec.path}"  # fetch_verified reports the malformed hash
+        groups.setdefault(key, []).append(_Copy(item, item.found))
+    return list(groups.values())
+
+
+# A worker keeps these blocked: signals are for the main thread (packager.signals raises
+# Interrupted there), and one the kernel handed to a worker would go unnoticed while the main
+# thread waits.
+_WORKER_BLOCKED = {*signals.HANDLED, signal.SIGALRM}
+
+
+def _start(
+    client: UpdateClient,
+    groups: list[list[_Copy]],
+    token: CancelToken,
+    threads: list[threading.Thread],
+) -> None:
+    """Start threads downloading ``groups``, earliest first. Daemons: one still waiting for a
+    server's first answer (only a timeout ends that wait, and it holds no file yet) does not
+    keep a failed or interrupted command from exiting."""
+    work: queue.SimpleQueue[list[_Copy]] = queue.SimpleQueue()
+    for group in groups:
+        work.put(group)
+    for number in range(min(MAX_PARALLEL, len(groups))):
+        thread = threading.Thread(
+            target=_worker,
+            args=(client, work, token),
+            name=f"orbit-packager-fetch-{number}",
+            daemon=True,
+        )
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _WORKER_BLOCKED)
+        try:
+            thread.start()  # with the signals blocked from its first instruction
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        threads.append(thread)
+
+
+def _worker(client: UpdateClient, work: queue.SimpleQueue[list[_Copy]], token: CancelToken) -> None:
+    """Write groups of target files until none is left."""
+    while True:
+        try:
+            group = work.get_nowait()
+        except queue.Empty:
+            return
+        for position, copy in enumerate(group):
+            done = copy.item.done
+            if not done.set_running_or_notify_cancel():
+                continue
+            try:
+                client.fetch_verified(copy.item.spec.path, copy.info, copy.item.local, token)
+            except BaseException as exc:  # Cancelled too: the caller only looks at its own
+                done.set_exception(exc)
+                for later in group[position + 1 :]:
+                    later.item.done.cancel()  # after a failure in target order: never used
+                break
+            done.set_result(None)
+
+
+def _finish(item: _Wanted) -> FetchedTarget:
+    """Wait for ``item``'s file, then extract and check it, as one target at a time did."""
+    # Imported here, not at the top: lief takes a while to load, which it now does while the
+    # targets download.
+    from packager.fetch.inspect import require_executable
+
+    if isinstance(item.found, PackagerError):
+        raise item.found
+    item.done.result()  # the download's own error, unchanged
+    spec, local = item.spec, item.local
+    local.chmod(0o755)  # as Orbit's own downloads (fleetctl: staging files are 0755)
+    extracted: list[str] = []
+    executable = local
+    if spec.filename.endswith(".tar.gz"):
+        extracted = extract_tar_gz(local, local.parent, label=spec.path)
+        if spec.exec_path is None or not (local.parent / spec.exec_path).is_file():
+            raise FetchError(f"target {spec.path} does not contain {spec.exec_path}")
+        executable = local.parent / spec.exec_path
+    binary = require_executable(executable, spec.path, item.sel.os, item.sel.cpu_archs)
+    return FetchedTarget(spec, local, item.found, binary, extracted)
+
+
+def _stop(token: CancelToken, items: list[_Wanted], threads: list[threading.Thread]) -> None:
+    """Stop every download of a failed or interrupted batch and wait (at most STOP_GRACE)
+    until the threads removed their files. Signals wait meanwhile: a second Ctrl-C must not
+    let the caller remove a directory a thread is still writing into."""
+    with signals.deferred():
+        for item in items:
+            item.done.cancel()  # not started yet: never starts
+        token.cancel()
+        deadline = time.monotonic() + STOP_GRACE
+        for thread in threads:
+            thread.join(max(deadline - time.monotonic(), 0.0))
 
 
 # The installer version is the orbit target's custom.version from targets.json: repository
