@@ -1,4 +1,5 @@
-"""Small filesystem primitives: atomic writes, directory fsync, locks, one-pass copy+hash."""
+"""Small filesystem primitives: atomic writes, directory fsync, locks, one-pass copy+hash, and
+:class:`Pending` (work in a thread of its own, for fsyncs and key derivations that overlap)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Generic, ParamSpec, TypeVar
 
 from packager.errors import BusyError
 
@@ -20,6 +23,38 @@ CHUNK = 1024 * 1024
 
 # ``.NAME.tmp-<pid>``: the only name this module gives a file before renaming it into place.
 _TEMP_NAME = re.compile(r"\..+\.tmp-[0-9]+")
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+class Pending(Generic[_T]):
+    """``fn(*args, **kwargs)`` started at once in a thread of its own; :meth:`result` waits for
+    it and returns its value or raises its exception, in the caller's thread.
+
+    For work that releases the GIL (hashlib's scrypt, fsync): it overlaps with the caller. A
+    daemon thread, so a command that fails meanwhile exits without waiting for it. Made per
+    use, never at import: a process forked after import (tests/killpoint.py) has no threads.
+    """
+
+    def __init__(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> None:
+        self._value: list[_T] = []  # empty until fn returns
+        self._error: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                self._value.append(fn(*args, **kwargs))
+            except BaseException as exc:  # handed to the caller by result()
+                self._error.append(exc)
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+
+    def result(self) -> _T:
+        self._thread.join()
+        if self._error:
+            raise self._error[0]
+        return self._value[0]
 
 
 def temp_path(path: Path) -> Path:
@@ -86,8 +121,11 @@ def make_dirs(path: Path, mode: int = 0o755) -> None:
         directory.chmod(mode)
 
 
-def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new file, never a mix."""
+def atomic_write(path: Path, data: bytes, *, mode: int = 0o644, sync_dir: bool = True) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new file, never a mix.
+
+    With ``sync_dir=False`` the caller fsyncs ``path.parent`` itself, once after several
+    writes into it (each fsync of a directory is a journal commit)."""
     tmp = temp_path(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
@@ -101,17 +139,43 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
-    fsync_dir(path.parent)
+    if sync_dir:
+        fsync_dir(path.parent)
+
+
+def write_synced(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` (created or truncated, exactly ``mode``) and fsync it, with no
+    temp name: for files in a private journal, which nobody reads before it is complete. The
+    caller fsyncs the directory."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    with os.fdopen(fd, "wb") as f:
+        os.fchmod(fd, mode)
+        f.write(data)
+        f.flush()
+        os.fsync(fd)
+
+
+def fsync_file(path: Path) -> None:
+    """Make the bytes written to ``path`` (through any descriptor) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def copy_and_hash(
-    src: Path, dst: Path, algorithm: str = "sha512", *, mode: int | None = None
+    src: Path,
+    dst: Path,
+    algorithm: str = "sha512",
+    *,
+    mode: int | None = None,
 ) -> tuple[int, str]:
     """Stream ``src`` into a new file ``dst`` (fsynced), hashing in the same pass.
 
     ``dst`` is 0644 less the umask, or exactly ``mode`` when given: then it has that mode
     before any byte is written (:func:`create_new_file`). Returns (length, hex digest).
-    Memory stays bounded whatever the file size.
+    Memory stays bounded whatever the file size: one buffer, reused for every chunk.
     """
     digest = hashlib.new(algorithm)
     length = 0
@@ -119,19 +183,84 @@ def copy_and_hash(
         fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     else:
         fd = create_new_file(dst, mode)
+    buffer = bytearray(CHUNK)
+    view = memoryview(buffer)
     try:
-        with src.open("rb") as fin, os.fdopen(fd, "wb") as fout:
-            while chunk := fin.read(CHUNK):
-                digest.update(chunk)
-                fout.write(chunk)
-                length += len(chunk)
-            fout.flush()
+        with src.open("rb", buffering=0) as fin, os.fdopen(fd, "wb", buffering=0) as fout:
+            while n := fin.readinto(buffer):
+                chunk = view[:n]
+                digest.update(chunk)  # releases the GIL: other threads run meanwhile
+                written = 0
+                while written < n:  # a regular file takes it all; a short write is legal
+                    written += os.write(fout.fileno(), chunk[written:])
+                length += n
             os.fsync(fout.fileno())
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             dst.unlink()
         raise
     return length, digest.hexdigest()
+
+
+# ioctl(dst, FICLONE, src): dst shares src's blocks copy-on-write (btrfs, XFS, bcachefs).
+_FICLONE = 0x40049409
+_NO_REFLINK = (errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.EPERM)
+
+
+def copy_and_hash_to(src: Path, dsts: Sequence[Path], algorithm: str = "sha512") -> tuple[int, str]:
+    """Copy ``src`` into every new file of ``dsts`` (0644 less the umask), reading and hashing
+    each byte once; returns (length, hex digest). Not fsynced: the caller fsyncs each file.
+
+    The copies are independent files, never hard links: a later write through one name (go-tuf,
+    so fleetctl, rewrites a published target file in place) must not change another. Where the
+    file system can, the others are reflinks of the first (FICLONE: shared blocks, copied on
+    write, no data written twice); elsewhere each is written from the same buffer.
+    """
+    digest = hashlib.new(algorithm)
+    length = 0
+    fds: list[int] = []
+    try:
+        for dst in dsts:
+            # read and write: FICLONE reads the first file through its descriptor
+            fds.append(os.open(dst, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644))
+        writers = fds
+        if len(fds) > 1 and _reflinks(fds[0], fds[1]):
+            writers = fds[:1]  # the others are cloned once the first is complete
+        buffer = bytearray(CHUNK)
+        view = memoryview(buffer)
+        with src.open("rb", buffering=0) as fin:
+            while n := fin.readinto(buffer):
+                chunk = view[:n]
+                digest.update(chunk)  # releases the GIL: other threads run meanwhile
+                for fd in writers:
+                    written = 0
+                    while written < n:  # a regular file takes it all; a short write is legal
+                        written += os.write(fd, chunk[written:])
+                length += n
+        if writers is not fds:
+            for fd in fds[1:]:
+                fcntl.ioctl(fd, _FICLONE, fds[0])
+    except BaseException:
+        for dst in dsts[: len(fds)]:
+            with contextlib.suppress(FileNotFoundError):
+                dst.unlink()
+        raise
+    finally:
+        for fd in fds:
+            os.close(fd)
+    return length, digest.hexdigest()
+
+
+def _reflinks(first: int, other: int) -> bool:
+    """Whether ``other`` can be a reflink of ``first`` (both still empty, so probing costs
+    nothing and clones nothing)."""
+    try:
+        fcntl.ioctl(other, _FICLONE, first)
+    except OSError as exc:
+        if exc.errno in _NO_REFLINK:
+            return False
+        raise
+    return True
 
 
 def link_or_copy(src: Path, dst: Path) -> None:

@@ -256,7 +256,11 @@ class KeyStore:
 
     def load(self, role: str, passphrase: str, *, source: str) -> list[RoleKey]:
         """Decrypt the role's keys. ``source`` names where the passphrase came from."""
-        content = self.read_raw(role)
+        return self.open(role, self.read_raw(role), passphrase, source=source)
+
+    def open(self, role: str, content: bytes, passphrase: str, *, source: str) -> list[RoleKey]:
+        """Decrypt ``content``, read from the role's file; errors as :meth:`load` raises them.
+        Safe in any thread (it touches no file): commands derive several keys at once."""
         try:
             return decrypt_keys(content, passphrase)
         except (WrongPassphrase, PassphraseError):

@@ -76,6 +76,10 @@ class PassphraseSource:
         self._cache[role] = result
         return result
 
+    def known(self, role: str) -> bool:
+        """Whether ``role``'s passphrase is at hand without asking (a variable, or typed)."""
+        return role in self._cache or env_var(role) in self._environ
+
     def forget(self, role: str) -> None:
         self._cache.pop(role, None)
 

@@ -38,20 +38,22 @@ from tuf.api.serialization import DeserializationError
 from packager.errors import (
     CorruptRepositoryError,
     KeyFileError,
+    PackagerError,
     PassphraseError,
     RepositoryStateError,
     UsageError,
 )
 from packager.repo import metadata as meta
 from packager.repo.durations import format_duration
-from packager.repo.fsutil import copy_and_hash, exclusive_lock, link_or_copy, make_dirs
+from packager.repo.fsutil import Pending, exclusive_lock, link_or_copy, make_dirs
 from packager.repo.keys import KeyStore, RoleKey, decrypt_keys, encrypt_keys, is_encrypted
 from packager.repo.naming import check_component, check_name, check_target_path, target_paths
-from packager.repo.passphrase import PassphraseSource
+from packager.repo.passphrase import Passphrase, PassphraseSource
 from packager.repo.signing import SigningKey, identity_of, open_key_ref, signers_for
 from packager.repo.transaction import TXN_DIR_NAME, Change, Transaction
 
 ROLES = meta.ROLES
+ONLINE_ROLES = ("targets", "snapshot", "timestamp")
 LOCK_NAME = ".orbit-packager.lock"
 
 
@@ -137,6 +139,10 @@ class UpdateRepository:
         # files, opened when a command first needs them (a no-op `timestamp` opens none).
         self.key_refs: dict[str, list[str]] = {}
         self._opened: dict[str, list[SigningKey]] = {}
+        # Key files decrypted (each once per command), and decryptions started ahead of need.
+        self._decrypted: dict[str, list[RoleKey]] = {}
+        self._ahead: dict[str, tuple[Passphrase, Pending[list[RoleKey]]]] = {}
+        self._ahead_error: tuple[str, PackagerError] | None = None
 
     # -- state -------------------------------------------------------------------------------
     def is_initialized(self) -> bool:
@@ -178,7 +184,45 @@ class UpdateRepository:
         return state
 
     # -- keys --------------------------------------------------------------------------------
+    def _decrypt_ahead(self, roles: Sequence[str]) -> None:
+        """Start decrypting the key files of ``roles`` all at once, in threads.
+
+        Each costs one scrypt (N=2^15: about 0.1 s of CPU), which releases the GIL, so on
+        several cores the derivations overlap each other and whatever the command does
+        meanwhile (``add`` copies and hashes its target). The passphrases are all asked for
+        before any result is used, in role order -- the order the command opens the keys in --
+        each derivation starting as soon as its passphrase is known; the results are taken in
+        that order by :meth:`_role_keys`, so a wrong passphrase reads as when each key was
+        opened in turn. Stops at the first role whose keys are named on the command line
+        (opened where they are needed, in their order), whose file cannot be read, or whose
+        passphrase would have to be typed: a typed one is checked before the next is asked for
+        (a typo is asked again at once, as fleetctl does), so prompts keep today's order; or at
+        a passphrase error, which is raised when the command reaches that role.
+        """
+        for role in roles:
+            if role in self._decrypted or role in self._ahead:
+                continue
+            if self.key_refs.get(role) or self._ahead_error is not None:
+                return
+            try:
+                content = self.keys.read_raw(role)
+            except KeyFileError:
+                return  # raised again, in its turn, when the command opens this role's keys
+            if not is_encrypted(content):
+                continue  # no scrypt: opened when needed
+            if not self.passphrases.known(role):
+                return  # typed: asked, derived and checked in turn by _role_keys
+            try:
+                phrase = self.passphrases.get(role)
+            except PackagerError as exc:  # asking again could prompt again: keep the error
+                self._ahead_error = (role, exc)
+                return
+            work = Pending(self.keys.open, role, content, phrase.value, source=phrase.source)
+            self._ahead[role] = (phrase, work)
+
     def _role_keys(self, role: str) -> list[RoleKey]:
+        if role in self._decrypted:
+            return list(self._decrypted[role])
         content = self.keys.read_raw(role)
         if not is_encrypted(content):
             try:
@@ -187,17 +231,32 @@ class UpdateRepository:
                 raise KeyFileError(
                     f"{self.keys.path(role)} is not a valid key file: {exc}"
                 ) from None
+        if self._ahead_error is not None and self._ahead_error[0] == role:
+            error = self._ahead_error[1]
+            self._ahead_error = None
+            raise error
+        ahead = self._ahead.pop(role, None)
         attempts = 0
         while True:
-            passphrase = self.passphrases.get(role)
+            work: Pending[list[RoleKey]] | None = None
+            if ahead is not None:
+                (passphrase, work), ahead = ahead, None
+            else:
+                passphrase = self.passphrases.get(role)
             try:
-                return self.keys.load(role, passphrase.value, source=passphrase.source)
+                if work is not None:
+                    keys = work.result()
+                else:
+                    keys = self.keys.open(role, content, passphrase.value, source=passphrase.source)
             except PassphraseError:
                 attempts += 1
                 if not passphrase.interactive or attempts >= 3:
                     raise
                 print(f"Failed to decrypt {role} key. Try again.", flush=True)
                 self.passphrases.forget(role)
+                continue
+            self._decrypted[role] = keys
+            return list(keys)
 
     def root_on_token(self) -> bool:
         """No root key file: the root keys are on tokens or with their holders."""
@@ -226,11 +285,12 @@ class UpdateRepository:
             return list(given)
         return list(self._role_keys(role))
 
-    def _encode_like_existing(self, role: str, keys: list[RoleKey]) -> bytes:
-        """Re-encode a role's key file in the form it had (encrypted with the same passphrase)."""
+    def _encode_like_existing(self, role: str, keys: list[RoleKey]) -> Pending[bytes]:
+        """Re-encode a role's key file in the form it had (encrypted with the same passphrase),
+        in a thread: its scrypt overlaps the signing that follows."""
         if not is_encrypted(self.keys.read_raw(role)):
-            return encrypt_keys(keys, None)
-        return encrypt_keys(keys, self.passphrases.get(role).value)
+            return Pending(encrypt_keys, keys, None)
+        return Pending(encrypt_keys, keys, self.passphrases.get(role).value)
 
     def _signers_for(self, root: Root, role: str, keys: Sequence[SigningKey]) -> list[Signer]:
         """Signers for the keys we hold that ``root`` lists for ``role``, under root's key IDs."""
@@ -300,6 +360,8 @@ class UpdateRepository:
             phrases = {role: self.passphrases.get(role, confirm=True) for role in generated}
             now = self._now()
             keys = {role: RoleKey.generate() for role in generated}
+            # The four scrypt derivations at once, in threads, while the metadata is signed.
+            sealing = {r: Pending(encrypt_keys, [keys[r]], phrases[r].value) for r in generated}
             root = Root(
                 version=1,
                 spec_version=meta.SPEC_VERSION,
@@ -326,7 +388,7 @@ class UpdateRepository:
             state_new = self._build(
                 Metadata(root), targets, signers, now, bump=False, root_changed=True
             )
-            key_files = {r: encrypt_keys([keys[r]], phrases[r].value) for r in generated}
+            key_files = {r: sealing[r].result() for r in generated}
             self._publish("init", state_new, [], [], key_files, root_changed=True, first=True)
             make_dirs(self.staged / "targets")
             key_ids = {r: keys[r].gotuf_keyid for r in generated}
@@ -362,14 +424,29 @@ class UpdateRepository:
         with self._locked():
             state = self.load()
             self._refuse_expired_root(state)
-            signers = self._online_signers(state.root_signed)
+            # The keys are derived in threads while the target is copied into the private
+            # journal; a wrong passphrase then discards the journal (_locked), so nothing
+            # visible changes before every key is decrypted.
+            self._decrypt_ahead(ONLINE_ROLES)
             txn = Transaction(self.path)
             txn.begin()
-            # One copy (hashed while copying), hard links for the other channels.
-            first = txn.staged_path("targets/" + paths[0])
-            length, digest = copy_and_hash(target, first)
-            for path in paths[1:]:
-                link_or_copy(first, txn.staged_path("targets/" + path))
+            # One pass over the bytes: read once, hashed (sha512, as fleetctl lists them) and
+            # copied together. Whether the channels may share one inode depends on the layout:
+            # go-tuf (so fleetctl) rewrites a published target file in place (os.Create) when
+            # it publishes that path again. Without consistent snapshots it does so at the
+            # channel's fixed name (a new stable/orbit), and a hard link would carry the new
+            # bytes into 1.30.0/orbit too: there every channel gets its own file (a reflink
+            # where the file system can). With consistent snapshots go-tuf writes only
+            # hash-prefixed names, whose bytes the name fixes, and we replace files only by
+            # rename: the channels and their hash-prefixed names are hard links to one inode.
+            cs = state.consistent_snapshot
+            staged = [f"targets/{p}" for p in paths]
+            length, digest = txn.stage_copies(staged[:1] if cs else staged, target)
+            if cs:
+                first = txn.staged_path(staged[0])
+                for path in staged[1:]:
+                    link_or_copy(first, txn.staged_path(path))
+            signers = self._online_signers(state.root_signed)
             targets_md: Metadata[Targets] = state.targets.md
             before = self._target_files(targets_md.signed, state.consistent_snapshot)
             for path in paths:
@@ -499,6 +576,7 @@ class UpdateRepository:
             )
         with self._locked():
             state = self.load()
+            self._decrypt_ahead(ROLES)
             held: dict[str, list[SigningKey]] = {r: self._held_keys(r) for r in ROLES}
             own = self._role_keys(role)  # the rotated role's file: the new key joins it
             # a copy: the root below is edited in place, and the checks that the new files also
@@ -522,7 +600,7 @@ class UpdateRepository:
             # fetch the new root (which is published last).
             signers = {r: list(old_signers[r]) for r in ROLES}
             signers[role].append(new_key.signer())
-            key_files = {role: self._encode_like_existing(role, [*own, new_key])}
+            sealing = self._encode_like_existing(role, [*own, new_key])
             state_new = self._build(
                 root_md,
                 state.targets.md,
@@ -534,6 +612,7 @@ class UpdateRepository:
                 timestamp=state.timestamp.md,
             )
             self._check_rotation(old_root, state_new)
+            key_files = {role: sealing.result()}
             self._publish("rotate", state_new, [], [], key_files, root_changed=True, first=False)
             return PublishResult(
                 versions={r: int(state_new[r].signed.version) for r in ROLES},
@@ -547,7 +626,8 @@ class UpdateRepository:
         old_root = state.root_signed
         new_root = root_md.signed
         signers: dict[str, list[Signer]] = {}
-        for role in ("targets", "snapshot", "timestamp"):
+        self._decrypt_ahead(ONLINE_ROLES)
+        for role in ONLINE_ROLES:
             held = self._held_keys(role)
             fresh = signers_for(new_root, role, held)
             if len(fresh) < new_root.roles[role].threshold:
@@ -590,8 +670,9 @@ class UpdateRepository:
             )
 
     def _online_signers(self, root: Root) -> dict[str, list[Signer]]:
-        """Signers for targets, snapshot and timestamp (decrypting all three up front)."""
-        keys = {r: self._held_keys(r) for r in ("targets", "snapshot", "timestamp")}
+        """Signers for targets, snapshot and timestamp (decrypting all three up front, at once)."""
+        self._decrypt_ahead(ONLINE_ROLES)
+        keys = {r: self._held_keys(r) for r in ONLINE_ROLES}
         return {r: self._signers_for(root, r, keys[r]) for r in keys}
 
     def _change(

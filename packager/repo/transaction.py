@@ -4,7 +4,8 @@ A command prepares every new file (targets, metadata, key files) in a private jo
 ``<path>/.orbit-packager-txn`` next to ``repository/``, fsyncs it, and only then commits:
 
 1. ``prepared``: new files staged; key files that change are backed up, then replaced (a rotated
-   key file is a superset of the old one, so the published repository still matches it).
+   key file is a superset of the old one, so the published repository still matches it). A
+   change without key files skips this phase: nothing would happen in it.
 2. ``committing`` (one atomic write of ``state.json``): files are renamed into ``repository/`` in
    publication order -- target files, versioned metadata, ``targets.json``, ``snapshot.json`` and
    ``timestamp.json`` last -- then files no longer listed are deleted.
@@ -34,16 +35,21 @@ import contextlib
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from packager.repo.fsutil import (
+    Pending,
     atomic_write,
+    copy_and_hash_to,
     fsync_dir,
+    fsync_file,
     make_dirs,
     move_into_place,
     remove_empty_dirs,
     remove_stale_temp_files,
+    write_synced,
 )
 
 TXN_DIR_NAME = ".orbit-packager-txn"
@@ -72,16 +78,19 @@ class Transaction:
         self.repository = root / "repository"
         self.keys = root / "keys"
         self.staged_dir = root / "staged"  # fleetctl's staging area (not the journal's "new")
+        self._syncing: list[Pending[None]] = []  # fsyncs of staged copies, joined by commit
 
     # -- preparing ---------------------------------------------------------------------------
     def begin(self) -> Path:
-        """Create an empty journal and return the directory new files are staged in."""
+        """Create an empty journal and return the directory new files are staged in.
+
+        Nothing is fsynced here: a journal without ``state.json`` reads as "preparing" and is
+        rolled back whether or not it survives a power cut; :meth:`commit` makes the journal
+        durable (its directory entry included) before it may be rolled forward."""
         if self.dir.exists():
             shutil.rmtree(self.dir)
         self.dir.mkdir(mode=0o700)
         self.new.mkdir(mode=0o700)
-        fsync_dir(self.root)  # the journal's directory must survive a power cut with its renames
-        self._write_state({"phase": "preparing"})
         return self.new
 
     def staged_path(self, relpath: str) -> Path:
@@ -89,38 +98,65 @@ class Transaction:
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
+    def stage_copies(self, relpaths: Sequence[str], src: Path) -> tuple[int, str]:
+        """Copy ``src`` into the journal at every one of ``relpaths`` (independent files:
+        :func:`~packager.repo.fsutil.copy_and_hash_to`), hashed in the same pass; returns
+        (length, sha512 hex). Their fsyncs run in threads meanwhile -- the disk writes the
+        bytes back while the command signs -- and :meth:`commit` waits for them first."""
+        paths = [self.staged_path(r) for r in relpaths]
+        result = copy_and_hash_to(src, paths)
+        self._syncing += [Pending(fsync_file, path) for path in paths]
+        return result
+
     def stage_bytes(self, relpath: str, data: bytes) -> Path:
+        # No temp name and no directory fsync per file: the journal is private until commit,
+        # which fsyncs every directory of new/ once (_sync_tree).
         path = self.staged_path(relpath)
-        atomic_write(path, data, mode=0o644)
+        write_synced(path, data, mode=0o644)
         return path
 
     def commit(self, change: Change) -> None:
-        """Make ``change`` durable and publish it (see the module docstring)."""
+        """Make ``change`` durable and publish it (see the module docstring).
+
+        Each file is fsynced once, after its last byte; each directory once per journal step
+        that relies on its entries, after the last of them."""
+        for syncing in self._syncing:  # staged copies' fsyncs, started by stage_copies
+            syncing.result()
+        self._syncing.clear()
         self._sync_tree(self.new)
-        backup = self.dir / _KEY_BACKUP
-        backup.mkdir(mode=0o700, exist_ok=True)
-        existed: dict[str, bool] = {}
-        for role in change.key_files:
-            current = self.keys / f"{role}.json"
-            existed[role] = current.exists()
-            if existed[role]:
-                atomic_write(backup / f"{role}.json", current.read_bytes(), mode=0o600)
-        fsync_dir(backup)
-        self._write_state(
-            {
-                "phase": "prepared",
-                "keys_dir_existed": self.keys.exists(),
-                "command": change.command,
-                "writes": change.writes,
-                "deletes": change.deletes,
-                "keys_existed": existed,
-            }
-        )
-        # Key files change only after their backup is durable; a rollback restores them.
-        for role, content in change.key_files.items():
+        state: dict[str, object] = {
+            "phase": "prepared",
+            "keys_dir_existed": self.keys.exists(),
+            "command": change.command,
+            "writes": change.writes,
+            "deletes": change.deletes,
+            "keys_existed": {},
+        }
+        # The journal's own entry: it must be found after a power cut once it is "prepared".
+        fsync_dir(self.root)
+        if change.key_files:
+            backup = self.dir / _KEY_BACKUP
+            backup.mkdir(mode=0o700, exist_ok=True)
+            existed: dict[str, bool] = {}
+            for role in change.key_files:
+                current = self.keys / f"{role}.json"
+                existed[role] = current.exists()
+                if existed[role]:
+                    data = current.read_bytes()
+                    atomic_write(backup / f"{role}.json", data, mode=0o600, sync_dir=False)
+            fsync_dir(backup)
+            state["keys_existed"] = existed
+            self._write_state(state)
+            # Key files change only after their backup is durable; a rollback restores them.
+            made_keys = not self.keys.exists()
             self.keys.mkdir(mode=0o700, exist_ok=True)
-            atomic_write(self.keys / f"{role}.json", content, mode=0o600)
-        state = self._read_state()
+            for role, content in change.key_files.items():
+                atomic_write(self.keys / f"{role}.json", content, mode=0o600, sync_dir=False)
+            fsync_dir(self.keys)
+            if made_keys:  # init: keys/ itself is a new entry of the root
+                fsync_dir(self.root)
+        # With no key file to change, "prepared" would be followed by nothing: straight to
+        # "committing" (one journal write fewer, the same two outcomes after a crash).
         state["phase"] = "committing"
         self._write_state(state)
         self._roll_forward(state)
