@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 IMAGE ?= orbit-packager:$(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' packager/__init__.py)
 
-.PHONY: install test lint typecheck pytest demo clean docker-image docker-test acceptance mutate
+.PHONY: install test lint typecheck pytest demo clean docker-image docker-test acceptance mutate bench
 
 install: $(STAMP)
 
@@ -57,6 +57,13 @@ acceptance: install
 # MUTATE_FLAGS, e.g. make mutate MUTATE_FLAGS="-j 1 --module packager/repo/keys.py --limit 20"
 mutate: install
 	nice -n 19 $(BIN)/python -m mutate $(MUTATE_FLAGS)
+
+# Benchmarks (bench/, issue 18): each measure against its baseline, run interleaved; one line per
+# measure with its goal, exit 1 when a goal is missed. Timings are noisy, so not part of `make
+# test` (tests/test_bench_smoke.py runs one round on small inputs). Flags go in BENCH_FLAGS, e.g.
+# make bench BENCH_FLAGS="--only deb --rounds 9"; BENCH_DIR places the inputs (about 2.5 GB).
+bench: install
+	$(BIN)/python -m bench $(BENCH_FLAGS)
 
 demo: install
 	$(BIN)/python scripts/demo.py

@@ -1,0 +1,1 @@
+"""Benchmarks of orbit-packager against baselines (``make bench``; project issue 18)."""
