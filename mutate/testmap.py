@@ -34,7 +34,10 @@ GROUPS: dict[str, tuple[str, ...]] = {
 # Never run for a mutant: Docker (needs an engine), acceptance (booted systemd), Wine (minutes
 # per test, and other work on this machine runs Wine concurrently).
 PYTEST_MARKERS = "not acceptance and not docker and not wine"
-EXCLUDED_TESTS = frozenset({"tests/test_docker.py", "tests/test_msi_wine.py"})
+# The bench smoke test runs the whole CLI for a minute and checks the harness, not the product.
+EXCLUDED_TESTS = frozenset(
+    {"tests/test_docker.py", "tests/test_msi_wine.py", "tests/test_bench_smoke.py"}
+)
 
 # Shared test code (conftest, helpers, fault injection): part of every cache key.
 SUPPORT_FILES = tuple(
@@ -152,6 +155,7 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_many_installers.py",  # types from one fetch, same bytes, 29s
     ),
     "packager/fetch/client.py": (
+        "tests/test_parallel_fetch.py",  # parallel downloads, cancellation
         "tests/test_version.py",  # 86 lines, 10s
         "tests/test_deb_writer.py",  # 86 lines, 11s
         "tests/test_verify_download_dir.py",  # 102 lines, 18s
@@ -201,6 +205,7 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
     ),
     "packager/fetch/http.py": (
+        "tests/test_parallel_fetch.py",  # cancellation of bodies in flight
         "tests/test_message_bounds.py",  # boundaries of shortened values, 1s
         "tests/test_version.py",  # 98 lines, 10s
         "tests/test_deb_writer.py",  # 97 lines, 11s
@@ -232,6 +237,7 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
     ),
     "packager/fetch/inspect.py": (
+        "tests/test_binary_memory.py",  # header reader vs lief, bounded memory
         "tests/test_windows_binaries.py",  # 19 lines, 10s
         "tests/test_version.py",  # 15 lines, 10s
         "tests/test_deb_writer.py",  # 15 lines, 11s
@@ -263,6 +269,7 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
     ),
     "packager/fetch/progress.py": (
+        "tests/test_parallel_fetch.py",  # bars from worker threads
         "tests/test_fetch_cli.py",  # 20 lines, 24s
         "tests/test_version.py",  # 5 lines, 10s
         "tests/test_deb_writer.py",  # 5 lines, 11s
@@ -281,6 +288,7 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
     ),
     "packager/fetch/targets.py": (
+        "tests/test_parallel_fetch.py",  # parallel downloads, one request each
         "tests/test_message_bounds.py",  # boundaries of shortened values, 1s
         "tests/test_version.py",  # 73 lines, 10s
         "tests/test_deb_writer.py",  # 44 lines, 11s
@@ -442,6 +450,7 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
     ),
     "packager/repo/fsutil.py": (
+        "tests/test_parallel_keys.py",  # copies hashed in one pass
         "tests/test_repo_files.py",  # metadata bytes and target names, 3s
         "tests/test_status_rules.py",  # status over real repositories, 8s
         "tests/test_version.py",  # 56 lines, 10s
@@ -473,6 +482,7 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
     ),
     "packager/repo/keys.py": (
+        "tests/test_parallel_keys.py",  # derivations at once
         "tests/test_repo_files.py",  # metadata bytes and target names, 3s
         "tests/test_status_rules.py",  # status over real repositories, 8s
         "tests/test_keys.py",  # 58 lines, 3s
@@ -598,6 +608,7 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
     ),
     "packager/repo/repository.py": (
+        "tests/test_parallel_keys.py",  # derivations at once, passphrase errors
         "tests/test_repo_files.py",  # metadata bytes and target names, 3s
         "tests/test_status_rules.py",  # status over real repositories, 8s
         "tests/test_version.py",  # 158 lines, 10s
