@@ -1,6 +1,6 @@
 """``python -m packager``: the signal handlers come first, so that an interrupt while the command
 line loads exits 130/143/129 like one during the command, never with a traceback. The library
-(tuf, lief, ...) is imported later, by the command that uses it, inside main()'s handling."""
+(tuf, jinja2, ...) is imported later, by the command that uses it, inside main()'s handling."""
 
 import sys
 

@@ -5,7 +5,7 @@ and ``fetch``), ``package`` (installers), ``inspect`` (built installers); ``comm
 the shared options.
 
 Start-up cost: every command module is loaded to build the command tree (and `--help` lists
-them all), so they import only click and light modules; the library (tuf, lief, jinja2,
+them all), so they import only click and light modules; the library (tuf, jinja2,
 requests, ...) is imported inside the command that uses it. tests/test_startup.py checks this.
 """
 

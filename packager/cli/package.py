@@ -29,7 +29,7 @@ from packager.flagsyntax import FleetctlCommand
 if TYPE_CHECKING:
     from packager.options import BuildRequest
 
-# The builder (tuf, lief, jinja2, cryptography...) is imported when `package` runs, not for
+# The builder (tuf, jinja2, cryptography...) is imported when `package` runs, not for
 # `--help` or the other commands.
 
 

@@ -302,8 +302,7 @@ def _worker(client: UpdateClient, work: queue.SimpleQueue[list[_Copy]], token: C
 
 def _finish(item: _Wanted) -> FetchedTarget:
     """Wait for ``item``'s file, then extract and check it, as one target at a time did."""
-    # Imported here, not at the top: lief takes a while to load, which it now does while the
-    # targets download.
+    # Imported here, not at the top: only commands that check binaries load the header readers.
     from packager.fetch.inspect import require_executable
 
     if isinstance(item.found, PackagerError):

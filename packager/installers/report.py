@@ -148,7 +148,7 @@ def _hash(path: Path) -> tuple[int, str]:
 def _binary(path: Path, name: str) -> str:
     if name.endswith(ARCHIVE_SUFFIXES):
         return "archive"
-    from packager.fetch.inspect import inspect_binary  # lazy: lief is slow to import
+    from packager.fetch.inspect import inspect_binary  # lazy: only inspect needs it
 
     return inspect_binary(path).describe()
 
