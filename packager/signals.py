@@ -9,8 +9,9 @@ directory, a ``--no-cache`` cache, temporary names beside the output), and the p
   third-party code must not leave a process that only SIGKILL stops).
 * :func:`deferred` holds signals back while code must not be interrupted -- e.g. importing a C++
   extension such as lief (no longer imported at run time), whose module initialisation aborts
-  the process (exit 134) when an exception surfaces in the middle of it. The signal is acted on when the block ends. It also blocks the signals at
-  the thread level, so this holds even before :func:`install` has run.
+  the process (exit 134) when an exception surfaces in the middle of it. The signal is acted
+  on when the block ends. It also blocks the signals at the thread level, so this holds even
+  before :func:`install` has run.
 * A signal raised from a handler can land between a lock's ``acquire()`` and the ``try`` that
   would release it (``tempfile``'s first call holds one that way): cleanup that needs the lock
   again would wait for ever. So the first raise also arms a watchdog (SIGALRM, which interrupts
