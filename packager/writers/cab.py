@@ -6,23 +6,30 @@ maintained PyPI library writes them, so the format is written here: one folder h
 members in the given order (the MSI's File.Sequence order), cut into CFDATA blocks of 32 KiB
 of uncompressed data that run across member boundaries. Every block is "CK" plus a raw deflate
 stream of its own: MSZIP decompressors keep the previous block as history, but nothing requires
-a compressor to use it. All sizes are known in advance, so the header, folder and file table are
-written first, then the blocks as members are read, and only cbCabinet is patched at the end;
-no more than one block is held in memory.
+a compressor to use it; independent blocks also compress in parallel. A member repeating an
+earlier one's bytes points at them (``_layout``). All sizes are known in advance, so the
+header, folder and file table are written first, then the blocks as members are read, and only
+cbCabinet is patched at the end; memory holds a few 1 MiB batches of blocks per core.
 """
 
 from __future__ import annotations
 
 import calendar
+import hashlib
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
+from packager.writers.parallel import ordered_map
+
 BLOCK = 32768  # uncompressed bytes per CFDATA (MSZIP's maximum)
+BATCH = 32 * BLOCK  # uncompressed bytes per task of the compression pool
+SHARE_MIN = 4096  # smallest repeated member stored once (see _layout)
 MAX_BLOCKS = 0xFFFF  # cCFData is 16 bits
 MAX_FOLDER = BLOCK * MAX_BLOCKS  # 0x7FFF8000, MS-CAB's limit on a folder's (and a file's) size
 MAX_DATA = BLOCK + 12  # MS-CAB's limit on a CFDATA's compressed bytes
@@ -113,6 +120,79 @@ def _check(members: Sequence[CabMember]) -> int:
     return total
 
 
+def _digest(path: Path) -> bytes:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(BATCH):
+            digest.update(chunk)
+    return digest.digest()
+
+
+def _layout(members: Sequence[CabMember]) -> tuple[list[CabMember], list[int]]:
+    """The members whose bytes go in the folder, and every member's offset in it.
+
+    A member with the same bytes as an earlier one points at that one's bytes instead (what
+    WiX's cabinets do, e.g. for the service's copy of orbit.exe): the copy is neither stored
+    nor compressed again. Only large members of equal sizes are hashed to find them (small
+    ones are not worth a read), and by content, never by inode, so the bytes do not depend on
+    whether the stage linked or copied files.
+    """
+    sizes: dict[int, int] = {}
+    for m in members:
+        sizes[m.size] = sizes.get(m.size, 0) + 1
+    stored: list[CabMember] = []
+    offsets: list[int] = []
+    first: dict[tuple[int, bytes], int] = {}
+    offset = 0
+    for m in members:
+        if m.size >= SHARE_MIN and sizes[m.size] > 1:
+            key = (m.size, _digest(m.path))
+            if key in first:
+                offsets.append(first[key])
+                continue
+            first[key] = offset
+        stored.append(m)
+        offsets.append(offset)
+        offset += m.size
+    return stored, offsets
+
+
+def _frame(level: int, raw: bytes) -> tuple[bytes, int]:
+    """CFDATA blocks (header and MSZIP data) for ``raw``, cut every 32 KiB; and their count."""
+    parts: list[bytes] = []
+    for at in range(0, len(raw), BLOCK):
+        block = raw[at : at + BLOCK]
+        data = _mszip(block, level)
+        if len(data) > MAX_DATA:  # cannot happen (stored fallback), but never write a bad cab
+            raise ValueError(f"an MSZIP block of {len(data)} bytes exceeds {MAX_DATA}")
+        # The checksum covers the data, then cbData and cbUncomp as one little-endian word.
+        csum = checksum(data, len(data) | len(block) << 16)
+        parts += (CFDATA.pack(csum, len(data), len(block)), data)
+    return b"".join(parts), len(parts) // 2
+
+
+def _batches(members: Sequence[CabMember]) -> Iterator[bytes]:
+    """The members' bytes back to back, in batches of BATCH (a whole number of blocks: block
+    boundaries stay at fixed offsets of the folder), the last one shorter."""
+    buf = bytearray()
+    for m in members:
+        left = m.size
+        with m.path.open("rb") as f:
+            while left:
+                chunk = f.read(min(BATCH - len(buf), left))
+                if not chunk:
+                    break
+                buf += chunk
+                left -= len(chunk)
+                if len(buf) == BATCH:
+                    yield bytes(buf)
+                    buf.clear()
+            if left or f.read(1):
+                raise ValueError(f"{m.path}: expected {m.size} bytes, the file has changed size")
+    if buf:
+        yield bytes(buf)
+
+
 def write_cab(
     out: BinaryIO, members: Sequence[CabMember], *, timestamp: int | None, level: int = 6
 ) -> None:
@@ -121,16 +201,15 @@ def write_cab(
     ``timestamp`` (SOURCE_DATE_EPOCH) dates every member; None uses each file's mtime. Both
     are read as UTC, so the bytes do not depend on the local time zone.
     """
-    total = _check(members)
-    blocks = -(-total // BLOCK)
+    _check(members)
+    stored, offsets = _layout(members)
+    blocks = -(-sum(m.size for m in stored) // BLOCK)
     table = bytearray()
-    offset = 0
-    for m in members:
+    for m, offset in zip(members, offsets, strict=True):
         when = timestamp if timestamp is not None else int(m.path.stat().st_mtime)
         date, time = dos_datetime(when)
         table += CFFILE.pack(m.size, offset, 0, date, time, ATTRIB_ARCHIVE)
         table += m.name.encode("ascii") + b"\0"
-        offset += m.size
     files_at = CFHEADER.size + CFFOLDER.size
     data_at = files_at + len(table)
 
@@ -141,35 +220,11 @@ def write_cab(
     out.write(table)
 
     written = 0
-
-    def emit(raw: bytes) -> None:
-        nonlocal written
-        data = _mszip(raw, level)
-        if len(data) > MAX_DATA:  # cannot happen (stored fallback), but never write a bad cab
-            raise ValueError(f"an MSZIP block of {len(data)} bytes exceeds {MAX_DATA}")
-        # The checksum covers the data, then cbData and cbUncomp as one little-endian word.
-        csum = checksum(data, len(data) | len(raw) << 16)
-        out.write(CFDATA.pack(csum, len(data), len(raw)))
-        out.write(data)
-        written += 1
-
-    buf = bytearray()
-    for m in members:
-        left = m.size
-        with m.path.open("rb") as f:
-            while left:
-                chunk = f.read(min(BLOCK - len(buf), left))
-                if not chunk:
-                    break
-                buf += chunk
-                left -= len(chunk)
-                if len(buf) == BLOCK:
-                    emit(bytes(buf))
-                    buf.clear()
-            if left or f.read(1):
-                raise ValueError(f"{m.path}: expected {m.size} bytes, the file has changed size")
-    if buf:
-        emit(bytes(buf))
+    # Blocks are independent, so batches of them compress on every core (writers.parallel;
+    # zlib releases the GIL) and are written in order: the same bytes whatever the cores.
+    for framed, count in ordered_map(partial(_frame, level), _batches(stored)):
+        out.write(framed)
+        written += count
     if written != blocks:  # pragma: no cover - sizes were checked file by file
         raise ValueError(f"wrote {written} blocks, announced {blocks}")
 

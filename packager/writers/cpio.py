@@ -9,13 +9,12 @@ the bytes go to the compressor and, in the same pass, to the POSIX cksum the BOM
 
 from __future__ import annotations
 
-import gzip
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from packager.writers.cksum import Cksum
+from packager.writers.parallel import GZIP_OS_UNKNOWN, ParallelGzip
 
 CHUNK = 1024 * 1024
 ADMIN_GID = 80  # what Apple's installers and mkbom -g 80 record
@@ -69,21 +68,6 @@ def _header(
     )
 
 
-class _Counting:
-    """Pass-through file object counting bytes written (compressed size, for the xar)."""
-
-    def __init__(self, raw: BinaryIO) -> None:
-        self.raw = raw
-        self.written = 0
-
-    def write(self, data: bytes) -> int:
-        self.written += len(data)
-        return self.raw.write(data)
-
-    def flush(self) -> None:
-        self.raw.flush()
-
-
 def write_cpio_gz(
     root: Path, out: Path, *, mtime: int | None = None, uid: int = 0, gid: int = ADMIN_GID
 ) -> list[TreeEntry]:
@@ -93,56 +77,47 @@ def write_cpio_gz(
     files are streamed in 1 MiB chunks.
     """
     entries: list[TreeEntry] = []
+    # Level 6, deflated on every core (writers.parallel); mtime 0 and no file name in the
+    # gzip header, as Python's gzip module wrote them: reproducible output.
+    gz = ParallelGzip(6, os_byte=GZIP_OS_UNKNOWN)
     with out.open("wb") as raw:
-        counting = _Counting(raw)
-        # mtime=0 and no file name in the gzip header: reproducible output.
-        with gzip.GzipFile(
-            fileobj=counting, mode="wb", mtime=0, filename="", compresslevel=6
-        ) as gz:
-            for ino, (name, path) in enumerate(ordered_tree(root), start=1):
-                st = path.lstat()
-                when = mtime if mtime is not None else int(st.st_mtime)
-                perm = stat.S_IMODE(st.st_mode)
-                encoded = name.encode("utf-8")
-                if stat.S_ISDIR(st.st_mode):
-                    gz.write(_header(ino, stat.S_IFDIR | perm, uid, gid, 2, when, encoded, 0))
-                    entries.append(TreeEntry(name, "dir", perm, mtime=when))
-                elif stat.S_ISLNK(st.st_mode):
-                    target = str(path.readlink()).encode("utf-8")
-                    gz.write(
-                        _header(ino, stat.S_IFLNK | perm, uid, gid, 1, when, encoded, len(target))
+
+        def write(data: bytes) -> None:
+            raw.write(gz.compress(data))
+
+        for ino, (name, path) in enumerate(ordered_tree(root), start=1):
+            st = path.lstat()
+            when = mtime if mtime is not None else int(st.st_mtime)
+            perm = stat.S_IMODE(st.st_mode)
+            encoded = name.encode("utf-8")
+            if stat.S_ISDIR(st.st_mode):
+                write(_header(ino, stat.S_IFDIR | perm, uid, gid, 2, when, encoded, 0))
+                entries.append(TreeEntry(name, "dir", perm, mtime=when))
+            elif stat.S_ISLNK(st.st_mode):
+                target = str(path.readlink()).encode("utf-8")
+                write(_header(ino, stat.S_IFLNK | perm, uid, gid, 1, when, encoded, len(target)))
+                write(target)
+                summer = Cksum()
+                summer.update(target)
+                entries.append(
+                    TreeEntry(
+                        name, "symlink", perm, len(target), summer.value(), target.decode(), when
                     )
-                    gz.write(target)
-                    summer = Cksum()
-                    summer.update(target)
-                    entries.append(
-                        TreeEntry(
-                            name,
-                            "symlink",
-                            perm,
-                            len(target),
-                            summer.value(),
-                            target.decode(),
-                            when,
-                        )
-                    )
-                elif stat.S_ISREG(st.st_mode):
-                    gz.write(
-                        _header(ino, stat.S_IFREG | perm, uid, gid, 1, when, encoded, st.st_size)
-                    )
-                    summer = Cksum()
-                    copied = 0
-                    with path.open("rb") as f:
-                        while chunk := f.read(CHUNK):
-                            gz.write(chunk)
-                            summer.update(chunk)
-                            copied += len(chunk)
-                    if copied != st.st_size:
-                        raise OSError(f"{path} changed size while being archived")
-                    entries.append(
-                        TreeEntry(name, "file", perm, copied, summer.value(), mtime=when)
-                    )
-                else:
-                    raise ValueError(f"{path}: devices, FIFOs and sockets cannot go in a payload")
-            gz.write(_header(0, 0, 0, 0, 1, 0, b"TRAILER!!!", 0))
+                )
+            elif stat.S_ISREG(st.st_mode):
+                write(_header(ino, stat.S_IFREG | perm, uid, gid, 1, when, encoded, st.st_size))
+                summer = Cksum()
+                copied = 0
+                with path.open("rb") as f:
+                    while chunk := f.read(CHUNK):
+                        write(chunk)
+                        summer.update(chunk)
+                        copied += len(chunk)
+                if copied != st.st_size:
+                    raise OSError(f"{path} changed size while being archived")
+                entries.append(TreeEntry(name, "file", perm, copied, summer.value(), mtime=when))
+            else:
+                raise ValueError(f"{path}: devices, FIFOs and sockets cannot go in a payload")
+        write(_header(0, 0, 0, 0, 1, 0, b"TRAILER!!!", 0))
+        raw.write(gz.flush())
     return entries

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import lzma
 import os
-import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from packager.writers.parallel import ParallelGzip
 from packager.writers.tarblocks import (
     BLOCK,
     CHUNK,
@@ -44,8 +44,9 @@ class DebFormatError(TarFormatError):
 
 
 COMPRESSORS: dict[str, tuple[str, Callable[[], Compressor]]] = {
-    # wbits 31: a gzip header with mtime 0 and no file name, so the bytes are reproducible.
-    "gzip": (".gz", lambda: zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)),
+    # On every core (writers.parallel): the same bytes whatever their number, and a gzip
+    # header with mtime 0 and no file name, so the bytes are reproducible.
+    "gzip": (".gz", lambda: ParallelGzip(GZIP_LEVEL)),
     "xz": (
         ".xz",
         lambda: lzma.LZMACompressor(lzma.FORMAT_XZ, check=lzma.CHECK_CRC64, preset=XZ_PRESET),
