@@ -10,6 +10,7 @@ exit) and served from 127.0.0.1 by a server in this process that counts the byte
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import shlex
@@ -367,6 +368,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     selected = [m for m in MEASURES if not args.only or m in args.only]
+    # Installed packages run from bytecode (pip compiles at install). With an editable install
+    # and PYTHONDONTWRITEBYTECODE set, every command would compile our sources again first.
+    compileall.compile_dir(Path(__file__).resolve().parent.parent / "packager", quiet=1)
     work = Path(tempfile.mkdtemp(prefix="orbit-bench-", dir=os.environ.get("BENCH_DIR")))
     bench = Bench(work, SCALES[args.scale], args.rounds, selected)
     results: list[Result] = []
