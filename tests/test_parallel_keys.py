@@ -269,3 +269,16 @@ def test_consistent_snapshot_names_share_one_inode(
         targets / c / n for c in ("1.0.0", "1", "stable") for n in ("orbit", f"{digest}.orbit")
     ]
     assert len({p.stat().st_ino for p in names}) == 1
+
+
+@pytest.mark.parametrize("role", ONLINE)
+def test_keys_are_decrypted_again_after_a_rotation(
+    new_repo: Callable[[bool], Path], tmp_path: Path, role: str
+) -> None:
+    """One UpdateRepository running several commands: a key file a rotation changed is read
+    again by the next command (CI caught a per-instance cache holding the old keys)."""
+    repo = UpdateRepository(new_repo(False), PassphraseSource(environ=TEST_PASSPHRASES))
+    repo.rotate(role)
+    _add(repo, _payload(tmp_path))
+    repo.rotate(role)
+    repo.timestamp()

@@ -329,6 +329,12 @@ class UpdateRepository:
                 with contextlib.suppress(Exception):
                     txn.recover()
                 raise
+            finally:
+                # Decrypted keys live for one command: the next may follow a rotation that
+                # changed the key files (one UpdateRepository can run several commands).
+                self._decrypted.clear()
+                self._ahead.clear()
+                self._ahead_error = None
 
     def init(
         self,
