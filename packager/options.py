@@ -44,7 +44,7 @@ def has_control_chars(value: str) -> bool:
     return any(unicodedata.category(c) in ("Cc", "Cs") or c in ("\ufffe", "\uffff") for c in value)
 
 
-def check_value(value: str, flag: str) -> str:
+def check_value(value: str, flag: str) -> None:
     """A value that ends up in config files: printable, valid UTF-8, bounded."""
     if has_control_chars(value):
         raise UsageError(f"{flag} must not contain newlines or other control characters")
@@ -54,7 +54,6 @@ def check_value(value: str, flag: str) -> str:
         raise UsageError(f"{flag} is not valid UTF-8") from None
     if len(value) > 4096:
         raise UsageError(f"{flag} is longer than 4096 characters")
-    return value
 
 
 def go_duration(delta: timedelta) -> str:

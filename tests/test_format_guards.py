@@ -830,3 +830,28 @@ def test_timestamp_url_goes_with_any_signing_key() -> None:
     with pytest.raises(UsageError) as info:
         BuildRequest(type="pkg", sign_timestamp_url="http://ts.example")
     assert str(info.value) == "--sign-timestamp-url needs --sign-pem or --sign-cert/--sign-key"
+
+
+_CONTROL = ["\n", "\r", "\x01", "\x7f", "\x85", "\ufffe", "\uffff", "\ud800"]
+
+
+def _request_with(flag: str, bad: str) -> BuildRequest:
+    fleet = {"fleet_url": "https://fleet.example.com", "enroll_secret": "s"}
+    if flag == "--fleet-url":
+        return BuildRequest(type="deb", fleet_url=f"https://fleet.example.com/a{bad}b",
+                            enroll_secret="s")  # fmt: skip
+    if flag == "--enroll-secret":
+        return BuildRequest(type="deb", **{**fleet, "enroll_secret": f"s{bad}t"})
+    if flag == "--update-url":
+        return BuildRequest(type="deb", update_url=f"https://tuf.example.com/a{bad}b")
+    return BuildRequest(type="deb", osquery_db=f"/var/db{bad}x")
+
+
+@pytest.mark.parametrize("bad", _CONTROL, ids=[f"U+{ord(c):04X}" for c in _CONTROL])
+@pytest.mark.parametrize("flag", ["--fleet-url", "--enroll-secret", "--update-url", "--osquery-db"])
+def test_control_characters_refused(flag: str, bad: str) -> None:
+    """C0/C1 controls, DEL, surrogates and XML non-characters end lines in systemd's
+    environment file or break XML and MSI strings: each value carrying one is refused."""
+    with pytest.raises(UsageError) as info:
+        _request_with(flag, bad)
+    assert str(info.value) == f"{flag} must not contain newlines or other control characters"
