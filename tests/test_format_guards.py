@@ -836,12 +836,12 @@ _CONTROL = ["\n", "\r", "\x01", "\x7f", "\x85", "\ufffe", "\uffff", "\ud800"]
 
 
 def _request_with(flag: str, bad: str) -> BuildRequest:
-    fleet = {"fleet_url": "https://fleet.example.com", "enroll_secret": "s"}
     if flag == "--fleet-url":
         return BuildRequest(type="deb", fleet_url=f"https://fleet.example.com/a{bad}b",
                             enroll_secret="s")  # fmt: skip
     if flag == "--enroll-secret":
-        return BuildRequest(type="deb", **{**fleet, "enroll_secret": f"s{bad}t"})
+        return BuildRequest(type="deb", fleet_url="https://fleet.example.com",
+                            enroll_secret=f"s{bad}t")  # fmt: skip
     if flag == "--update-url":
         return BuildRequest(type="deb", update_url=f"https://tuf.example.com/a{bad}b")
     return BuildRequest(type="deb", osquery_db=f"/var/db{bad}x")
