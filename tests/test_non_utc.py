@@ -454,3 +454,24 @@ def test_non_utc_roles_reads_the_trusted_files(tmp_path: Path) -> None:
     (tmp_path / "timestamp.json").write_bytes(_self_signed_root("2029-11-24T03:50:09Z"))
     found = non_utc_roles(tmp_path)
     assert [(r.role, r.expires) for r in found] == [("root", "2029-11-24T03:50:09-03:00")]
+
+
+@pytest.mark.parametrize("expires", ["2030-01-01T00:00:00", "2030-01-01T00:00:00.5"])
+def test_repository_metadata_without_a_time_zone_refused(expires: str) -> None:
+    """Our own reader of repository files (updates commands): an expiry that is not an instant
+    (no offset, no Z) would be read in the local time zone; it is refused as corrupt."""
+    from packager.errors import CorruptRepositoryError
+    from packager.repo.metadata import parse
+
+    def doc(when: str) -> bytes:
+        signed = {"_type": "timestamp", "spec_version": "1.0.0", "version": 1, "expires": when,
+                  "meta": {"snapshot.json": {"version": 1}}}  # fmt: skip
+        return json.dumps({"signatures": [], "signed": signed}).encode()
+
+    with pytest.raises(CorruptRepositoryError) as info:
+        parse(doc(expires), "timestamp", "timestamp.json")
+    assert str(info.value) == (
+        f"timestamp.json is not valid TUF timestamp metadata: expires {expires!r} has no time zone"
+    )
+    loaded = parse(doc("2030-01-01T00:00:00-03:00"), "timestamp", "timestamp.json")
+    assert loaded.md.signed.expires == datetime(2030, 1, 1, 3, tzinfo=timezone.utc)
