@@ -66,3 +66,27 @@ def test_atomic_write_that_fails_leaves_the_old_file_and_no_temp(tmp_path: Path)
         atomic_write(target, b"{}")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["timestamp.json"]
     assert [p.name for p in target.iterdir()] == ["kept"]
+
+
+def test_stale_temp_files_removed_links_and_other_names_kept(tmp_path: Path) -> None:
+    """Recovery deletes regular files named like a temp file (a killed writer's), in every
+    directory below; a symbolic link with such a name is not followed nor removed (it may point
+    anywhere), and other names are never touched."""
+    from packager.repo.fsutil import remove_stale_temp_files, temp_path
+
+    outside = tmp_path / "outside.json"
+    outside.write_text("keep")
+    top = tmp_path / "repository"
+    (top / "targets/orbit").mkdir(parents=True)
+    stale = [temp_path(top / "timestamp.json"), temp_path(top / "targets/orbit/orbit")]
+    for path in stale:
+        path.write_text("half")
+    link = top / ".snapshot.json.tmp-7"
+    link.symlink_to(outside)
+    kept = [top / "timestamp.json", top / ".hidden", top / "x.tmp-1"]
+    for path in kept:
+        path.write_text("mine")
+    assert sorted(remove_stale_temp_files(top)) == sorted(stale)
+    assert not any(p.exists() for p in stale)
+    assert link.is_symlink() and outside.read_text() == "keep"
+    assert all(p.read_text() == "mine" for p in kept)
