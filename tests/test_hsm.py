@@ -778,3 +778,11 @@ def test_gotuf_trusts_a_root_signed_on_the_token(
         proc = run_client(gotuf, url, v1, check=False)
         assert proc.returncode != 0
         assert "valid signatures did not meet threshold" in proc.stderr
+
+
+@pytest.mark.parametrize("text", ["file://pin-value=4711", "pkcs1://pin-value=4711"])
+def test_not_a_pkcs11_uri_is_said_first(text: str) -> None:
+    """Anything not starting with 'pkcs11:' is refused as such, before its parts are read."""
+    with pytest.raises(UsageError) as err:
+        Pkcs11Uri.parse(text, environ={})
+    assert str(err.value) == "invalid PKCS#11 URI: it must start with 'pkcs11:'"
