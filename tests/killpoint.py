@@ -11,7 +11,9 @@ is not changed. It wraps ``os.replace``, ``os.rename``, ``os.link``, ``os.unlink
   k-th counted call;
 * ``KILL_TRACE=FILE``: every wrapped call is appended to FILE as one JSON line (before the call
   runs), with the inode of the file renamed and of the descriptor fsynced, so a test can check
-  the order of fsyncs and renames.
+  the order of fsyncs and renames;
+* ``KILL_THREAD_FSYNC_DELAY=S``: an fsync outside the main thread waits S seconds first (traced
+  runs set it), so a commit that does not wait for such an fsync renames before it is traced.
 
 Counting is per process, so a process forked after start-up counts from 1 (see below).
 
@@ -47,6 +49,8 @@ def _install_kill_points():
     import json
     import os
     import stat
+    import threading
+    import time
 
     names = ("replace", "rename", "link", "unlink", "fsync", "mkdir", "rmdir")
     real = {name: getattr(os, name) for name in names}
@@ -92,6 +96,9 @@ def _install_kill_points():
             if counted:
                 counter["n"] += 1
                 number = counter["n"]
+            slow = os.environ.get("KILL_THREAD_FSYNC_DELAY")
+            if op == "fsync" and slow and threading.current_thread() is not threading.main_thread():
+                time.sleep(float(slow))  # a sync the command must wait for shows up late if it does not
             event = {"op": op, "n": number, **describe(*args, **kwargs)}
             emit(event)
             kill = number is not None and os.environ.get("KILL_AT") == str(number)
@@ -240,6 +247,10 @@ def child_env(
         full["KILL_WHEN"] = kill.when
     if trace is not None:
         full["KILL_TRACE"] = str(trace)
+        # fsyncs in other threads (staged copies) are delayed, so a trace shows a rename that
+        # did not wait for one (the order checks read the trace: an fsync emitted after the
+        # rename is a file published before it was durable).
+        full["KILL_THREAD_FSYNC_DELAY"] = "0.3"
     return full
 
 
