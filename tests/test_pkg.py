@@ -7,6 +7,7 @@ import gzip
 import os
 import plistlib
 import subprocess
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pyapplebom
@@ -141,6 +142,68 @@ def test_plist(extracted: Path, served) -> None:
         SECRET
         not in (extracted / "payload/Library/LaunchDaemons/com.fleetdm.orbit.plist").read_text()
     )
+
+
+# The key order of Fleet's LaunchDaemon template (orbit/pkg/packaging/macos_templates.go):
+# the top level sorted, the environment in the template's own order. Written out here, not
+# derived from the code under test.
+FLEET_TOP_LEVEL = [
+    "EnvironmentVariables", "KeepAlive", "Label", "ProgramArguments", "RunAtLoad",
+    "StandardErrorPath", "StandardOutPath", "ThrottleInterval",
+]  # fmt: skip
+FLEET_ENV_ORDER = [
+    "ORBIT_DEBUG", "ORBIT_INSECURE", "ORBIT_FLEET_CERTIFICATE", "ORBIT_ENROLL_SECRET_PATH",
+    "ORBIT_FLEET_URL", "ORBIT_USE_SYSTEM_CONFIGURATION", "ORBIT_ENABLE_SCRIPTS",
+    "ORBIT_DISABLE_UPDATES", "ORBIT_ORBIT_CHANNEL", "ORBIT_OSQUERYD_CHANNEL", "ORBIT_UPDATE_URL",
+    "ORBIT_UPDATE_TLS_CERTIFICATE", "ORBIT_FLEET_DESKTOP", "ORBIT_DESKTOP_CHANNEL",
+    "ORBIT_FLEET_DESKTOP_ALTERNATIVE_BROWSER_HOST", "ORBIT_UPDATE_INTERVAL",
+    "ORBIT_HOST_IDENTIFIER", "ORBIT_DISABLE_KEYSTORE", "ORBIT_OSQUERY_DB",
+]  # fmt: skip
+
+
+def _keys(d: ET.Element) -> list[str]:
+    return [k.text or "" for k in d.findall("key")]
+
+
+def test_plist_keys_in_fleets_order(extracted: Path) -> None:
+    """Read as XML (not plistlib), so the order written is the order seen."""
+    top = ET.parse(extracted / "payload/Library/LaunchDaemons/com.fleetdm.orbit.plist")  # noqa: S314 - our own output
+    root_dict = top.getroot().find("dict")
+    assert root_dict is not None
+    assert _keys(root_dict) == FLEET_TOP_LEVEL
+    env = root_dict.find("dict")
+    assert env is not None
+    got = _keys(env)
+    assert got == [k for k in FLEET_ENV_ORDER if k in got]
+    assert {"ORBIT_DEBUG", "ORBIT_FLEET_DESKTOP", "ORBIT_UPDATE_INTERVAL"} <= set(got)
+
+
+def test_plist_every_variable_in_fleets_order(tmp_path: Path) -> None:
+    """Every optional variable switched on (but --insecure, which excludes a certificate): the
+    whole environment, in Fleet's order."""
+    from packager.formats.base import BuildContext
+    from packager.formats.pkg import PkgBuilder
+    from packager.tooling import NativeTooling
+
+    pem = tmp_path / "c.pem"
+    pem.write_text("-----BEGIN CERTIFICATE-----\nMA==\n-----END CERTIFICATE-----\n")
+    req = BuildRequest(
+        type="pkg", fleet_url="https://f.example.com", enroll_secret="s", debug=True,
+        fleet_certificate=pem, use_system_configuration=True,
+        enable_scripts=True, disable_updates=True, update_tls_certificate=pem,
+        fleet_desktop=True, fleet_desktop_alternative_browser_host="b.example.com",
+        host_identifier="instance", disable_keystore=True, osquery_db="/var/db/o",
+    )  # fmt: skip
+    stage = tmp_path / "stage"
+    (stage / "root").mkdir(parents=True)
+    ctx = BuildContext(req, "1.0.0", stage, [], int(SDE), NativeTooling({}))
+    PkgBuilder().build(ctx, tmp_path / "x.pkg")
+    plist = stage / "root/Library/LaunchDaemons/com.fleetdm.orbit.plist"
+    root_dict = ET.parse(plist).getroot().find("dict")  # noqa: S314 - our own output
+    assert root_dict is not None and _keys(root_dict) == FLEET_TOP_LEVEL
+    env = root_dict.find("dict")
+    assert env is not None
+    assert _keys(env) == [k for k in FLEET_ENV_ORDER if k != "ORBIT_INSECURE"]
 
 
 def test_apple_platform_parses_product(pkg: Path) -> None:

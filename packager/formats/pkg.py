@@ -68,16 +68,17 @@ def launch_daemon(req: BuildRequest) -> dict[str, object]:
     for wanted, key, value in flags:
         if wanted:
             env[key] = value
+    # Fleet's template lists the top-level keys sorted and the environment in its own order.
     return {
+        "EnvironmentVariables": env,
+        "KeepAlive": True,
         "Label": LABEL,
         # Never /usr/local/bin/orbit: that path is writable by admin users (privilege escalation).
         "ProgramArguments": [f"{ORBIT_ROOT}/bin/orbit/orbit"],
-        "EnvironmentVariables": env,
-        "KeepAlive": True,
         "RunAtLoad": True,
-        "ThrottleInterval": 10,
         "StandardErrorPath": "/var/log/orbit/orbit.stderr.log",
         "StandardOutPath": "/var/log/orbit/orbit.stdout.log",
+        "ThrottleInterval": 10,
     }
 
 
