@@ -30,9 +30,6 @@ from packager.fetch.targets import (
     installer_version,
 )
 from packager.formats.base import BuildContext, Builder
-from packager.formats.linux import LinuxBuilder
-from packager.formats.msi import MsiBuilder
-from packager.formats.pkg import PkgBuilder
 from packager.layout import target_summary, write_orbit_root
 from packager.options import LINUX_TYPES, BuildRequest
 from packager.repo.fsutil import place_private_file
@@ -64,11 +61,19 @@ class BuildResult:
 
 
 def builder_for(package_type: str) -> Builder:
+    # Each format's module is imported only when a build asks for it: an rpm build does not
+    # pay for the MSI schema or the pkg writers.
     if package_type in LINUX_TYPES:
+        from packager.formats.linux import LinuxBuilder
+
         return LinuxBuilder(package_type)
     if package_type == "msi":
+        from packager.formats.msi import MsiBuilder
+
         return MsiBuilder()
     if package_type == "pkg":
+        from packager.formats.pkg import PkgBuilder
+
         return PkgBuilder()
     raise UsageError(
         f"--type {package_type} is not supported", hint="use deb, rpm, pkg.tar.zst, pkg or msi"

@@ -15,9 +15,6 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
 from packager.errors import UsageError
 from packager.fetch.client import FLEET_UPDATE_URL
 from packager.repo.naming import check_component
@@ -83,6 +80,10 @@ def _check_pem_file(path: Path, what: str) -> None:
 
 
 def _check_key_pair(cert: Path, key: Path, which: str) -> None:
+    # Imported here: only builds with client certificates pay for cryptography's x509.
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
     try:
         certificate = x509.load_pem_x509_certificate(cert.read_bytes())
         private = serialization.load_pem_private_key(key.read_bytes(), password=None)

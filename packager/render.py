@@ -6,6 +6,7 @@ consumer parses back to exactly the given value, or refuses the value with a cle
 
 from __future__ import annotations
 
+import functools
 import importlib.resources
 import re
 from pathlib import Path
@@ -43,7 +44,10 @@ def templates_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "templates"
 
 
+@functools.cache
 def environment(subdir: str, *, xml: bool = False) -> jinja2.Environment:
+    """One environment per template folder and escaping mode, shared by every render of the
+    process (jinja2's template cache is thread-safe): each template is compiled once."""
     import jinja2  # here: importing this module (the builders do) must not load jinja2
 
     env = jinja2.Environment(

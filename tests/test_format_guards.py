@@ -5,7 +5,7 @@ service restart are broken, each read back with tools that share no code with th
   0600 by root in the deb (dpkg-deb), the rpm (rpm --dump) and the pkg (cpio of the Payload), byte
   for byte and nowhere else; the client certificates and the osquery flagfile are 0600 too
   (fleetctl's mode for them), the server CA bundles 0644; keys and certificates are real ones made
-  here with ``cryptography``. The MSI leaves those keys readable by Users (an xfail, a bug).
+  here with ``cryptography``; in the MSI they are locked to SYSTEM and Administrators.
 - A certificate that does not match its key, a key that is not one, a missing file and half a pair
   are refused by the real command line before any download.
 - ``--fleet-url`` must be an http(s) URL with a host; it and the enroll secret go together

@@ -199,3 +199,27 @@ def test_signer_sdks_are_hidden_from_securesystemslib_only() -> None:
         "assert _aws_signer.AWS_IMPORT_ERROR is None\n"
     )
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("package_type", ["rpm", "msi"])
+def test_a_build_loads_only_its_own_format(
+    package_type: str, tmp_path: Path, served: tuple[Path, object]
+) -> None:
+    """A real build from the served demo repository: only the requested format's builder and
+    writers are imported, and cryptography's x509 only for client certificates."""
+    repo, server = served
+    out = tmp_path / f"x.{package_type}"
+    proc, modules = _loaded(
+        tmp_path,
+        "package", "--type", package_type, "--update-url", server.url,  # type: ignore[attr-defined]
+        "--update-roots", repo / "repository/root.json", "--fleet-url", "https://f.example.com",
+        "--no-cache", "--outfile", out,
+        env={"ORBIT_PACKAGER_ENROLL_SECRET": "s", "SOURCE_DATE_EPOCH": "1700000000"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert out.stat().st_size > 0
+    formats = {m for m in modules if m.startswith("packager.formats.")}
+    own = "packager.formats.linux" if package_type == "rpm" else "packager.formats.msi"
+    assert formats == {"packager.formats.base", own}
+    assert "cryptography.x509" not in modules
+    assert "lief" not in _top(modules)
