@@ -231,6 +231,34 @@ def test_same_bytes_under_two_paths_download_once(tmp_path: Path) -> None:
     ]
 
 
+def test_without_a_cache_each_byte_is_written_once(linux_repo: Path, tmp_path: Path) -> None:
+    """--no-cache: a target only one installer uses goes to its file and nowhere else (no
+    temporary cache entry written beside it); one shared by two installers still downloads
+    once, through a temporary entry the second one copies."""
+    server = GateServer(linux_repo / "repository")
+    try:
+        with UpdateClient(server.url, _root(linux_repo)) as client:
+            entries = client.targets_dir
+            one = fetch_many(client, [(TargetSelection("deb"), tmp_path / "one")])
+            assert sorted(p.name for p in entries.iterdir()) == []
+            two = fetch_many(
+                client,
+                [
+                    (TargetSelection("deb"), tmp_path / "a"),
+                    (TargetSelection("rpm"), tmp_path / "b"),
+                ],
+            )
+            kept = sorted(p.name for p in entries.iterdir())
+    finally:
+        server.close()
+    published = linux_repo / "repository" / "targets"
+    for f in [*one[0], *two[0], *two[1]]:
+        assert f.local_path.read_bytes() == (published / f.spec.path).read_bytes()
+    assert kept == sorted(f.info.hashes["sha512"] for f in two[0])
+    assert server.target_requests() == {ORBIT: 2, OSQUERYD: 2}  # once per fetch_many
+    assert not entries.exists()  # the temporary cache is gone with the client
+
+
 def test_every_type_from_one_fetch_all_at_once(tmp_path: Path) -> None:
     """`package --type deb,rpm,msi,pkg --fleet-desktop`: the distinct target files of all four
     installers (six in the demo repository) are in progress at the server at once, each target

@@ -335,12 +335,20 @@ class UpdateClient:
         return info
 
     def fetch_verified(
-        self, path: str, info: TargetFile, dest: Path, cancel: CancelToken | None = None
+        self,
+        path: str,
+        info: TargetFile,
+        dest: Path,
+        cancel: CancelToken | None = None,
+        *,
+        shared: bool = False,
     ) -> None:
         """:meth:`fetch` for a target already looked up (``info``), safe to call from several
         threads at once after :meth:`refresh`. When ``cancel`` is cancelled, the copy or
         download stops within a chunk, raising :class:`~packager.fetch.http.Cancelled`, and
-        leaves neither ``dest`` nor a partial cache entry behind."""
+        leaves neither ``dest`` nor a partial cache entry behind. With ``--no-cache`` a
+        download writes a (temporary) cache entry only when ``shared``: other installers of
+        the run copy it from there; otherwise each byte is written once, to ``dest``."""
         make_dirs(dest.parent)
         with contextlib.suppress(FileNotFoundError):
             dest.unlink()
@@ -354,16 +362,24 @@ class UpdateClient:
                     f"--offline: target {path} is not in the cache",
                     hint="run once without --offline to fill the cache",
                 )
-            self._download(path, info, dest, cached)
+            self._download(path, info, dest, cached if self._tmp is None or shared else None)
 
-    def _download(self, path: str, info: TargetFile, dest: Path, cached: Path) -> None:
-        """Stream ``path`` from the server into ``dest`` and a new cache entry at once, hashing
-        as it goes; the entry replaces ``cached`` (never following a link there) once it
-        verified, and nothing is left behind when it does not."""
+    def _download(self, path: str, info: TargetFile, dest: Path, cached: Path | None) -> None:
+        """Stream ``path`` from the server into ``dest`` and a new cache entry at once (none
+        when ``cached`` is None), hashing as it goes; the entry replaces ``cached`` (never
+        following a link there) once it verified, and nothing is left behind when it does
+        not."""
         url = self._target_url(path, info)
         # The request first, the files once the server answered: a download cancelled while
         # it still waits for an answer (which only a timeout ends) holds no file.
         body = self.http.fetch(url)
+        if cached is None:
+            try:
+                with new_private_file(dest) as out:
+                    write_verified(body, info, [out], path)
+            finally:
+                _close(body)
+            return
         try:
             partial, fd = create_private_temp(self.targets_dir, cached.name)
             try:

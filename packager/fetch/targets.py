@@ -291,7 +291,9 @@ def _worker(client: UpdateClient, work: queue.SimpleQueue[list[_Copy]], token: C
             if not done.set_running_or_notify_cancel():
                 continue
             try:
-                client.fetch_verified(copy.item.spec.path, copy.info, copy.item.local, token)
+                client.fetch_verified(
+                    copy.item.spec.path, copy.info, copy.item.local, token, shared=len(group) > 1
+                )
             except BaseException as exc:  # Cancelled too: the caller only looks at its own
                 done.set_exception(exc)
                 for later in group[position + 1 :]:
