@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import http.server
+import resource
 import statistics
 import subprocess
 import threading
@@ -60,6 +61,15 @@ class CountingServer:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+class CpuClock:
+    """CPU seconds (user + system) of every child process waited for so far."""
+
+    @staticmethod
+    def now() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
 
 
 def run_timed(

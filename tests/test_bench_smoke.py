@@ -74,6 +74,12 @@ def test_one_round_of_every_measure_on_small_inputs(tmp_path: Path) -> None:
     assert doc["exit_status"] == proc.returncode
     rebuild = results[-1]
     assert "the cold build: 0" not in rebuild["note"]  # the counter saw the cold downloads
+    by_name = {r["name"]: r for r in results}
+    # the informative floors: the four builds' CPU over the cores, four independent copies
+    assert re.search(
+        r"CPU of the four single builds [0-9.]+ s on \d+ cores", by_name["all"]["note"]
+    )
+    assert re.search(r"4 independent copies .* [0-9.]+ s: ours [0-9.]+x", by_name["add"]["note"])
     assert list(tmp_path.iterdir()) == []  # the private directory is removed at exit
 
 
