@@ -398,6 +398,41 @@ def test_cache_dir_of_someone_else_refused(
     assert not (tmp_path / "targets").exists()
 
 
+@pytest.mark.parametrize("inner", ["targets", "metadata", "metadata-key", "other-owner"])
+def test_a_directory_inside_the_cache_of_someone_else_refused(
+    served: tuple[Path, FaultServer, bytes], tmp_path: Path, inner: str
+) -> None:
+    """The cache's own directory is fine, one inside it is not: writable by others (the
+    targets, the metadata, one repository's metadata) or another user's. Refused the same
+    way, naming that directory, before any target byte."""
+    if inner == "other-owner" and os.geteuid() != 0:
+        pytest.skip("needs root to chown a directory to another user (run as root)")
+    cache = tmp_path / "cache"
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    proc = _run(_fetch_args(served, tmp_path / "t1", cache), _env(tmpdir))
+    assert proc.returncode == 0, proc.stderr
+    (key_dir,) = (cache / "metadata").iterdir()
+    victim = {
+        "targets": cache / "targets",
+        "metadata": cache / "metadata",
+        "metadata-key": key_dir,
+        "other-owner": cache / "targets",
+    }[inner]
+    if inner == "other-owner":
+        os.chown(victim, NOBODY, NOBODY)
+    else:
+        victim.chmod(0o777)
+    before = served[1].target_bytes()
+    proc = _run(_fetch_args(served, tmp_path / "t2", cache), _env(tmpdir))
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"orbit-packager: error: cache directory {victim} "), lines[0]
+    assert served[1].target_bytes() == before
+    assert not (tmp_path / "t2").exists()
+
+
 def test_links_inside_the_cache_never_followed(
     served: tuple[Path, FaultServer, bytes], tmp_path: Path
 ) -> None:
