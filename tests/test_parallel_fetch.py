@@ -27,12 +27,8 @@ from pathlib import Path
 import pytest
 
 from packager.fetch.client import FetchError, UpdateClient
-from packager.fetch.targets import (
-    MAX_PARALLEL,
-    TargetSelection,
-    fetch_agent_targets,
-    fetch_many,
-)
+from packager.fetch.targets import TargetSelection, fetch_agent_targets, fetch_many
+from packager.fetch.workers import MAX_PARALLEL
 from packager.repo.passphrase import PassphraseSource
 from packager.repo.repository import UpdateRepository
 from tests.helpers import FIXTURES, ROOT, TEST_PASSPHRASES, cli, demo_repo
@@ -440,3 +436,151 @@ def test_rich_is_imported_only_to_show_bars(
         size = (published / path.removeprefix("/targets/")).stat().st_size
         line = next(x for x in shown.stderr.splitlines() if path.removeprefix("/targets/") in x)
         assert f"{size}/{size} bytes" in line or f"{size / 1000:.1f}/{size / 1000:.1f} kB" in line
+
+
+# -- verify ------------------------------------------------------------------------------------
+
+
+def test_verify_checks_the_targets_at_once_reporting_in_order(
+    linux_repo: Path, gate_server: GateServer, tmp_path: Path
+) -> None:
+    """`verify --download-dir`: every target of the repository (three files, each under its
+    version and its channel) is in progress at the server at once, each asked for once; the
+    report lists them in the metadata's order and the kept files are the published bytes."""
+    from datetime import datetime, timedelta, timezone
+
+    from packager.fetch.verify import verify_repository
+
+    published = linux_repo / "repository" / "targets"
+    paths = sorted(
+        json.loads((linux_repo / "repository" / "targets.json").read_text())["signed"]["targets"]
+    )
+    assert len(paths) == 6 and MAX_PARALLEL >= 6  # all six can be in flight together
+    gate_server.gate = 6
+    kept = tmp_path / "kept"
+    with UpdateClient(gate_server.url, _root(linux_repo)) as client:
+        report = verify_repository(
+            client, patterns=[], warn=timedelta(hours=1), now=datetime.now(timezone.utc),
+            download_dir=kept,
+        )  # fmt: skip
+    assert gate_server.most_in_progress == gate_server.gate
+    assert gate_server.target_requests() == {f"/targets/{p}": 1 for p in paths}
+    assert [t["path"] for t in report.targets] == paths  # the metadata's (sorted) order
+    assert all(t["ok"] for t in report.targets) and report.failures == []
+    for path in paths:
+        assert (kept / path).read_bytes() == (published / path).read_bytes()
+    assert [p.name for p in kept.iterdir() if p.name.startswith(".")] == []
+
+
+def test_verify_reports_each_failure_while_the_others_pass(
+    linux_repo: Path, gate_server: GateServer, tmp_path: Path
+) -> None:
+    """One target tampered, one missing: both reported with their own error, the others kept."""
+    from datetime import datetime, timedelta, timezone
+
+    from packager.fetch.verify import verify_repository
+
+    gate_server.corrupt.add(OSQUERYD)
+    gate_server.status[DESKTOP] = 404
+    kept = tmp_path / "kept"
+    with UpdateClient(gate_server.url, _root(linux_repo)) as client:
+        report = verify_repository(
+            client, patterns=[], warn=timedelta(hours=1), now=datetime.now(timezone.utc),
+            download_dir=kept,
+        )  # fmt: skip
+    bad = {str(t["path"]): t["error"] for t in report.targets if not t["ok"]}
+    assert set(bad) == {OSQUERYD.removeprefix("/targets/"), DESKTOP.removeprefix("/targets/")}
+    assert "does not match its TUF metadata" in str(bad[OSQUERYD.removeprefix("/targets/")])
+    assert "404" in str(bad[DESKTOP.removeprefix("/targets/")])
+    assert report.failures == [bad[p] for p in sorted(bad)]
+    assert not (kept / OSQUERYD.removeprefix("/targets/")).exists()
+    assert (kept / ORBIT.removeprefix("/targets/")).exists()
+
+
+def test_sigint_while_verify_downloads_exits_130_leaving_nothing(
+    linux_repo: Path, gate_server: GateServer, tmp_path: Path
+) -> None:
+    """SIGINT while six verify downloads hold half-way through their bodies: exit 130 at
+    once, nothing under --download-dir (no partial file, no temporary directory)."""
+    gate_server.gate = MAX_PARALLEL
+    gate_server.hold_mid_body = True
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLEET_", "ORBIT_PACKAGER"))}
+    argv = [
+        "verify", "--update-url", gate_server.url, "--update-roots",
+        str(linux_repo / "repository" / "root.json"), "--download-dir", str(kept),
+    ]  # fmt: skip
+    with subprocess.Popen(
+        [sys.executable, "-m", "packager", *argv],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    ) as proc:
+        with gate_server.cond:
+            all_held = gate_server.cond.wait_for(
+                lambda: gate_server.mid_body == MAX_PARALLEL, GateServer.WAIT
+            )
+        assert all_held, proc.communicate(timeout=60)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    assert stdout == ""
+    assert gate_server.answered == set()  # gone while the server still held every body
+    assert proc.returncode == 130, stderr
+    assert stderr.splitlines()[-1] == "orbit-packager: aborted", stderr
+    assert "Traceback" not in stderr
+    # no file, partial or temporary (the targets' directories are made before their downloads)
+    assert [p for p in kept.rglob("*") if not p.is_dir()] == []
+    assert [p for p in kept.iterdir() if p.name.startswith(".")] == []
+
+
+_VERIFY_IN_A_LIBRARY = """
+import sys, threading
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from packager import signals
+from packager.fetch.client import UpdateClient
+from packager.fetch.verify import verify_repository
+
+url, root, kept = sys.argv[1:]
+signals.install()
+try:
+    with UpdateClient(url, Path(root).read_bytes()) as client:
+        verify_repository(client, patterns=[], warn=timedelta(hours=1),
+                          now=datetime.now(timezone.utc), download_dir=Path(kept))
+except signals.Interrupted:
+    # A caller that goes on (publish verifies before it uploads): no download still running.
+    alive = [t.name for t in threading.enumerate() if t.name.startswith("orbit-packager-")]
+    print("interrupted; threads still running:", alive, flush=True)
+"""
+
+
+def test_verify_interrupted_in_a_library_caller_stops_its_downloads(
+    linux_repo: Path, gate_server: GateServer, tmp_path: Path
+) -> None:
+    """verify_repository interrupted while six downloads hold half-way: when the exception
+    reaches the caller, every download thread has stopped (a longer-lived caller does not
+    keep downloading in the background)."""
+    gate_server.gate = MAX_PARALLEL
+    gate_server.hold_mid_body = True
+    kept = tmp_path / "kept"
+    root = linux_repo / "repository" / "root.json"
+    with subprocess.Popen(
+        [sys.executable, "-c", _VERIFY_IN_A_LIBRARY, gate_server.url, str(root), str(kept)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        with gate_server.cond:
+            all_held = gate_server.cond.wait_for(
+                lambda: gate_server.mid_body == MAX_PARALLEL, GateServer.WAIT
+            )
+        assert all_held, proc.communicate(timeout=60)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    assert stdout == "interrupted; threads still running: []\n", (stdout, stderr)
+    assert gate_server.answered == set()

@@ -401,7 +401,11 @@ class UpdateClient:
         url = self._target_url(path, info)
         with contextlib.ExitStack() as stack, self._explained(path):
             outputs: list[BinaryIO] = [stack.enter_context(keep.open("wb"))] if keep else []
-            return write_verified(self.http.fetch(url), info, outputs, path)
+            body = self.http.fetch(url)
+            try:
+                return write_verified(body, info, outputs, path)
+            finally:
+                _close(body)
 
     def _target_url(self, path: str, info: TargetFile) -> str:
         """Where ``path`` is served: hash-prefixed with consistent snapshots (as ngclient: the

@@ -24,13 +24,11 @@ the first failure in that order is the one reported, as when the targets came on
 from __future__ import annotations
 
 import concurrent.futures
-import queue
+import functools
 import re
 import shutil
-import signal
 import tempfile
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +39,7 @@ from tuf.api.metadata import TargetFile
 
 from packager import signals
 from packager.errors import PackagerError, UsageError
+from packager.fetch import workers
 from packager.fetch.cache import cache_name
 from packager.fetch.client import FetchError, UpdateClient
 from packager.fetch.extract import extract_tar_gz
@@ -174,10 +173,6 @@ def fetch_agent_targets(
     return fetch_many(client, [(sel, orbit_root)])[0]
 
 
-MAX_PARALLEL = 6  # downloads at once: enough to fill a link, few enough for any server
-STOP_GRACE = 5.0  # seconds a failed or interrupted batch waits for its threads to stop
-
-
 @dataclass
 class _Wanted:
     """One target for one Orbit root, in the order the targets would come one by one."""
@@ -246,60 +241,34 @@ def _groups(items: list[_Wanted]) -> list[list[_Copy]]:
     return list(groups.values())
 
 
-# A worker keeps these blocked: signals are for the main thread (packager.signals raises
-# Interrupted there), and one the kernel handed to a worker would go unnoticed while the main
-# thread waits.
-_WORKER_BLOCKED = {*signals.HANDLED, signal.SIGALRM}
-
-
 def _start(
     client: UpdateClient,
     groups: list[list[_Copy]],
     token: CancelToken,
     threads: list[threading.Thread],
 ) -> None:
-    """Start threads downloading ``groups``, earliest first. Daemons: one still waiting for a
-    server's first answer (only a timeout ends that wait, and it holds no file yet) does not
-    keep a failed or interrupted command from exiting."""
-    work: queue.SimpleQueue[list[_Copy]] = queue.SimpleQueue()
-    for group in groups:
-        work.put(group)
-    for number in range(min(MAX_PARALLEL, len(groups))):
-        thread = threading.Thread(
-            target=_worker,
-            args=(client, work, token),
-            name=f"orbit-packager-fetch-{number}",
-            daemon=True,
-        )
-        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _WORKER_BLOCKED)
-        try:
-            thread.start()  # with the signals blocked from its first instruction
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-        threads.append(thread)
+    """Start threads downloading ``groups``, earliest first (packager.fetch.workers)."""
+    threads.extend(
+        workers.start([functools.partial(_fetch_group, client, g, token) for g in groups], "fetch")
+    )
 
 
-def _worker(client: UpdateClient, work: queue.SimpleQueue[list[_Copy]], token: CancelToken) -> None:
-    """Write groups of target files until none is left."""
-    while True:
+def _fetch_group(client: UpdateClient, group: list[_Copy], token: CancelToken) -> None:
+    """Write one group's target files, in order."""
+    for position, copy in enumerate(group):
+        done = copy.item.done
+        if not done.set_running_or_notify_cancel():
+            continue
         try:
-            group = work.get_nowait()
-        except queue.Empty:
-            return
-        for position, copy in enumerate(group):
-            done = copy.item.done
-            if not done.set_running_or_notify_cancel():
-                continue
-            try:
-                client.fetch_verified(
-                    copy.item.spec.path, copy.info, copy.item.local, token, shared=len(group) > 1
-                )
-            except BaseException as exc:  # Cancelled too: the caller only looks at its own
-                done.set_exception(exc)
-                for later in group[position + 1 :]:
-                    later.item.done.cancel()  # after a failure in target order: never used
-                break
-            done.set_result(None)
+            client.fetch_verified(
+                copy.item.spec.path, copy.info, copy.item.local, token, shared=len(group) > 1
+            )
+        except BaseException as exc:  # Cancelled too: the caller only looks at its own
+            done.set_exception(exc)
+            for later in group[position + 1 :]:
+                later.item.done.cancel()  # after a failure in target order: never used
+            break
+        done.set_result(None)
 
 
 def _finish(item: _Wanted) -> FetchedTarget:
@@ -324,16 +293,7 @@ def _finish(item: _Wanted) -> FetchedTarget:
 
 
 def _stop(token: CancelToken, items: list[_Wanted], threads: list[threading.Thread]) -> None:
-    """Stop every download of a failed or interrupted batch and wait (at most STOP_GRACE)
-    until the threads removed their files. Signals wait meanwhile: a second Ctrl-C must not
-    let the caller remove a directory a thread is still writing into."""
-    with signals.deferred():
-        for item in items:
-            item.done.cancel()  # not started yet: never starts
-        token.cancel()
-        deadline = time.monotonic() + STOP_GRACE
-        for thread in threads:
-            thread.join(max(deadline - time.monotonic(), 0.0))
+    workers.stop(token, [item.done for item in items], threads)
 
 
 # The installer version is the orbit target's custom.version from targets.json: repository

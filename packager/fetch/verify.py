@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from tuf.api.metadata import TargetFile
+
 from packager.errors import PackagerError
+from packager.fetch import workers
 from packager.fetch.client import EXIT_FETCH, UpdateClient
 from packager.fetch.gotuf import non_utc_warning
+from packager.fetch.http import CancelToken
 
 
 @dataclass
@@ -69,15 +75,14 @@ def verify_repository(
         report.warnings.append(non_utc)
     with contextlib.ExitStack() as stack:
         keeper = stack.enter_context(DownloadDir(download_dir)) if download_dir else None
-        for path, tf in client.targets(patterns or None).items():
+        targets = list(client.targets(patterns or None).items())
+        checks = stack.enter_context(_checking(client, targets, keeper))
+        for (path, tf), done in zip(targets, checks, strict=True):
             entry: dict[str, object] = {"path": path, "length": tf.length, "hashes": tf.hashes}
             version = (tf.unrecognized_fields.get("custom") or {}).get("version")
             entry["version"] = version
             try:
-                if keeper is None:
-                    client.stream_verify(path, tf)
-                else:
-                    keeper.keep(path, functools.partial(client.stream_verify, path, tf))
+                done.result()
                 entry["ok"] = True
             except PackagerError as exc:
                 entry["ok"] = False
@@ -89,6 +94,40 @@ def verify_repository(
                 key = "/".join(parts[:-2])
                 report.channels.setdefault(key, {})[parts[-2]] = str(version)
     return report
+
+
+@contextlib.contextmanager
+def _checking(
+    client: UpdateClient, targets: list[tuple[str, TargetFile]], keeper: DownloadDir | None
+) -> Iterator[list[Future[None]]]:
+    """Download and check every target, several at once (packager.fetch.workers): one Future
+    per target, in target order, failing with that target's error. Leaving the block early (a
+    signal, an unexpected error) stops the downloads still running; they leave no file."""
+    token = CancelToken()
+    futures: list[Future[None]] = [Future() for _ in targets]
+
+    def check(index: int) -> None:
+        path, tf = targets[index]
+        done = futures[index]
+        if not done.set_running_or_notify_cancel():
+            return
+        try:
+            with client.http.cancellable(token):
+                if keeper is None:
+                    client.stream_verify(path, tf)
+                else:
+                    keeper.keep(path, functools.partial(client.stream_verify, path, tf))
+        except BaseException as exc:  # reported by the calling thread, in target order
+            done.set_exception(exc)
+        else:
+            done.set_result(None)
+
+    threads = workers.start([functools.partial(check, i) for i in range(len(targets))], "verify")
+    try:
+        yield futures
+    finally:
+        if not all(f.done() for f in futures):
+            workers.stop(token, futures, threads)
 
 
 class KeepError(PackagerError):
@@ -141,7 +180,7 @@ class DownloadDir:
             raise PackagerError(
                 f"cannot write in --download-dir {self.root}: {exc.strerror or type(exc).__name__}"
             ) from None
-        self.count = 0
+        self._numbers = itertools.count(1)  # temporary names; next() is atomic (threads)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -158,8 +197,7 @@ class DownloadDir:
                 f"target {_shown(path)} has an unsafe path ({exc}): refused, nothing written to "
                 f"{self.root}"
             ) from None
-        self.count += 1
-        temp = self.temp / str(self.count)
+        temp = self.temp / str(next(self._numbers))
         try:
             parent = self._open_parent(parts[:-1])
         except OSError as exc:
