@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pexpect
@@ -223,3 +224,39 @@ def test_bad_duration(new_repo) -> None:
         check=False,
     )
     assert out.returncode == 2 and "invalid --timestamp-expiration" in out.stderr
+
+
+def test_a_long_value_in_an_error_is_cut_to_its_bound(tmp_path: Path) -> None:
+    """A repository value quoted in an error is cut to a fixed width (40 characters here,
+    "..." included), so a hostile root cannot flood the terminal or the logs."""
+    import json
+
+    root = tmp_path / "root.json"
+    root.write_text(json.dumps({"signed": {"_type": "x" * 100}, "signatures": []}))
+    proc = cli("verify", "--update-url", "http://127.0.0.1:9", "--update-roots", root, check=False)
+    assert proc.returncode == 2
+    quoted = "'" + "x" * 36 + "..."
+    assert len(quoted) == 40
+    assert proc.stderr == (
+        f"orbit-packager: error: --update-roots file {root} is not a TUF root.json ('_type' is "
+        f"{quoted}) (pass the root.json `orbit-packager updates roots` prints, unmodified)\n"
+    )
+
+
+def test_a_response_body_is_closed_when_a_download_stops() -> None:
+    """packager.fetch.client closes a body it stops reading (releasing its connection)."""
+    from packager.fetch.client import _close
+
+    def body() -> Iterator[bytes]:
+        try:
+            yield b"first"
+            yield b"second"
+        finally:
+            closed.append(True)
+
+    closed: list[bool] = []
+    chunks = body()
+    assert next(chunks) == b"first"
+    _close(chunks)
+    assert closed == [True]
+    _close(iter([b"a list iterator has no close()"]))  # and nothing breaks without one
