@@ -336,6 +336,32 @@ def test_first_failure_in_target_order_is_reported(
 # -- signals -----------------------------------------------------------------------------------
 
 
+def _interrupt_when_held(
+    gate_server: GateServer, argv: list[str], held: int, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    """Run ``argv`` (Python's arguments) until ``held`` target bodies hold half-way at the
+    server, then send SIGINT; (exit status, stdout, stderr). The child starts with SIGINT's
+    default action, as from a shell, whatever this test runner does with it."""
+    with subprocess.Popen(
+        [sys.executable, *argv],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    ) as proc:
+        with gate_server.cond:
+            # One download at a time would hold here alone until the time is up.
+            all_held = gate_server.cond.wait_for(
+                lambda: gate_server.mid_body == held, GateServer.WAIT
+            )
+        assert all_held, proc.communicate(timeout=60)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    return proc.returncode, stdout, stderr
+
+
 @pytest.mark.parametrize("cache", ["cache-dir", "no-cache"])
 def test_sigint_while_the_targets_download_exits_130_leaving_nothing(
     linux_repo: Path, gate_server: GateServer, tmp_path: Path, cache: str
@@ -364,23 +390,11 @@ def test_sigint_while_the_targets_download_exits_130_leaving_nothing(
         str(linux_repo / "repository" / "root.json"), "--fleet-url",
         "https://fleet.example.com", "--outfile", str(out), *extra,
     ]  # fmt: skip
-    with subprocess.Popen(
-        [sys.executable, "-m", "packager", *argv],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    ) as proc:
-        with gate_server.cond:
-            # One download at a time would hold here alone until the time is up.
-            all_held = gate_server.cond.wait_for(lambda: gate_server.mid_body == 3, GateServer.WAIT)
-        assert all_held, proc.communicate(timeout=60)
-        proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=60)
+    returncode, stdout, stderr = _interrupt_when_held(
+        gate_server, ["-m", "packager", *argv], 3, env
+    )
     assert gate_server.answered == set()  # gone while the server still held every body
-    assert proc.returncode == 130, stderr
+    assert returncode == 130, stderr
     assert stderr.splitlines()[-1] == "orbit-packager: aborted", stderr
     assert "Traceback" not in stderr and "Generated" not in stdout
     assert list(tmpdir.iterdir()) == []
@@ -511,25 +525,12 @@ def test_sigint_while_verify_downloads_exits_130_leaving_nothing(
         "verify", "--update-url", gate_server.url, "--update-roots",
         str(linux_repo / "repository" / "root.json"), "--download-dir", str(kept),
     ]  # fmt: skip
-    with subprocess.Popen(
-        [sys.executable, "-m", "packager", *argv],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    ) as proc:
-        with gate_server.cond:
-            all_held = gate_server.cond.wait_for(
-                lambda: gate_server.mid_body == MAX_PARALLEL, GateServer.WAIT
-            )
-        assert all_held, proc.communicate(timeout=60)
-        proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=60)
+    returncode, stdout, stderr = _interrupt_when_held(
+        gate_server, ["-m", "packager", *argv], MAX_PARALLEL, env
+    )
     assert stdout == ""
     assert gate_server.answered == set()  # gone while the server still held every body
-    assert proc.returncode == 130, stderr
+    assert returncode == 130, stderr
     assert stderr.splitlines()[-1] == "orbit-packager: aborted", stderr
     assert "Traceback" not in stderr
     # no file, partial or temporary (the targets' directories are made before their downloads)
@@ -568,19 +569,7 @@ def test_verify_interrupted_in_a_library_caller_stops_its_downloads(
     gate_server.hold_mid_body = True
     kept = tmp_path / "kept"
     root = linux_repo / "repository" / "root.json"
-    with subprocess.Popen(
-        [sys.executable, "-c", _VERIFY_IN_A_LIBRARY, gate_server.url, str(root), str(kept)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as proc:
-        with gate_server.cond:
-            all_held = gate_server.cond.wait_for(
-                lambda: gate_server.mid_body == MAX_PARALLEL, GateServer.WAIT
-            )
-        assert all_held, proc.communicate(timeout=60)
-        proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=60)
+    argv = ["-c", _VERIFY_IN_A_LIBRARY, gate_server.url, str(root), str(kept)]
+    _, stdout, stderr = _interrupt_when_held(gate_server, argv, MAX_PARALLEL)
     assert stdout == "interrupted; threads still running: []\n", (stdout, stderr)
     assert gate_server.answered == set()
