@@ -165,7 +165,7 @@ def add_target(
 class FaultServer:
     """A real HTTP server on 127.0.0.1 serving a directory, counting bytes per path, with
     optional faults per path: "stall" (headers, then silence), "endless" (never-ending body),
-    "500-once" (one 500, then normal), an HTTP status code, "drip:S" (the file's headers, then
+    "500-once" (one 500, then normal), "once:N" (one HTTP status N, then normal), an HTTP status code, "drip:S" (the file's headers, then
     one byte every S seconds), "drop" / "drop-once" (the full Content-Length, half the body, then
     the connection closes), "retry-after:V" / "retry-after-once:V" (503 with ``Retry-After: V``), "gzip" (the file
     gzip-compressed with ``Content-Encoding: gzip``), "gzip-bomb" (256 MiB of zeros, gzip'd)."""
@@ -187,6 +187,10 @@ class FaultServer:
                 if fault == "500-once":
                     del owner.faults[path]
                     self.send_error(500)
+                    return
+                if isinstance(fault, str) and fault.startswith("once:"):
+                    del owner.faults[path]
+                    self.send_error(int(fault.removeprefix("once:")))
                     return
                 if isinstance(fault, int):
                     self.send_error(fault)

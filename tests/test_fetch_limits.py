@@ -86,6 +86,29 @@ def test_retry_after_is_capped_and_named(repo: Path, tmp_path: Path) -> None:
         server.close()
 
 
+@pytest.mark.parametrize("status", [429, 500, 502, 503, 504, 404, 403, 501])
+def test_which_answers_are_retried(repo: Path, tmp_path: Path, status: int) -> None:
+    """One answer with ``status``, then the file: 429 (too many requests) and the server's
+    transient errors 500, 502, 503 and 504 are retried and the download succeeds; anything
+    else (a missing file, a refusal, 501) fails at once, after one request."""
+    server = FaultServer(repo / "repository")
+    try:
+        server.faults[f"/targets/{TARGET}"] = f"once:{status}"
+        with _client(server, repo, sleep=Sleeps()) as client:
+            if status in (429, 500, 502, 503, 504):
+                client.fetch(TARGET, tmp_path / "orbit")
+                assert (tmp_path / "orbit").read_bytes() == ORBIT
+                assert server.requests[f"/targets/{TARGET}"] == 2
+            else:
+                with pytest.raises(FetchError) as err:
+                    client.fetch(TARGET, tmp_path / "orbit")
+                assert str(status) in str(err.value)
+                assert server.requests[f"/targets/{TARGET}"] == 1
+                assert not (tmp_path / "orbit").exists()
+    finally:
+        server.close()
+
+
 @pytest.mark.timeout(60)
 def test_retry_after_longer_than_the_deadline_fails_at_once(repo: Path, tmp_path: Path) -> None:
     server = FaultServer(repo / "repository")
