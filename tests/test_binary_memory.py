@@ -338,6 +338,16 @@ HOSTILE: dict[str, tuple[bytes, str]] = {
         "an ELF X86_64 non-executable",
     ),
     "elf-bad-class": (_patch(LINUX, ("B", 4, 9), ("<H", 18, 0x1234)), "an ELF NONE non-executable"),
+    # A DYN whose 4th program header becomes a PT_INTERP: an empty interpreter string (its
+    # first byte NUL, the next one not) makes no program; one starting with a character does.
+    "elf-dyn-empty-interpreter": (
+        _patch(LINUX, ("<H", 16, 3), ("<I", 232, 3), ("<Q", 240, 15), ("<Q", 264, 4)),
+        "an ELF X86_64 non-executable",
+    ),
+    "elf-dyn-interpreter": (
+        _patch(LINUX, ("<H", 16, 3), ("<I", 232, 3), ("<Q", 240, 16), ("<Q", 264, 3)),
+        "an ELF X86_64 executable",
+    ),
     # PE: the version resource is read through offsets the file gives.
     "pe-lfanew-past-eof": (
         _patch(WINDOWS, ("<I", 0x3C, 0xFFFFFFF0)),
@@ -369,6 +379,17 @@ HOSTILE: dict[str, tuple[bytes, str]] = {
         "a Mach-O ARM64 executable",
     ),
     "fat-cut-in-arch-table": (UNIVERSAL[:30], "a Mach-O unknown CPU executable"),
+    # 0xCAFEBABE with 45..69 where a fat header counts its slices is a Java class file.
+    "fat-44-archs": (_patch(UNIVERSAL, (">I", 4, 44)), "a Mach-O unknown CPU executable"),
+    "fat-45-archs-java": (
+        _patch(UNIVERSAL, (">I", 4, 45)),
+        "an unknown unknown CPU non-executable",
+    ),
+    "fat-69-archs-java": (
+        _patch(UNIVERSAL, (">I", 4, 69)),
+        "an unknown unknown CPU non-executable",
+    ),
+    "fat-70-archs": (_patch(UNIVERSAL, (">I", 4, 70)), "a Mach-O unknown CPU executable"),
     "macho-cut-in-header": (
         (EXE / "orbit-macos-arm64").read_bytes()[:20],
         "a Mach-O ANY non-executable",

@@ -452,6 +452,28 @@ def test_rich_is_imported_only_to_show_bars(
         assert f"{size}/{size} bytes" in line or f"{size / 1000:.1f}/{size / 1000:.1f} kB" in line
 
 
+_LABELS = """
+from packager.fetch.http import RequestsFetcher
+from packager.fetch.progress import download_progress
+fetcher = RequestsFetcher()
+with download_progress(fetcher, enabled=True):
+    fetcher.progress("http://127.0.0.1:1/repo/targets/orbit/linux/targets/orbit", 4, 8)
+    fetcher.progress("http://127.0.0.1:1/repo/timestamp.json", 4, 8)
+"""
+
+
+def test_a_bar_is_labelled_with_the_target_path_and_only_targets_get_one() -> None:
+    """The label is the target's path after the first /targets/ of the URL (a target may have
+    /targets/ in its own path); metadata gets no bar."""
+    shown = subprocess.run(
+        [sys.executable, "-c", _LABELS], cwd=ROOT, capture_output=True, text=True, check=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    (line,) = [x for x in shown.stderr.splitlines() if x.strip()]
+    assert line.split()[0] == "orbit/linux/targets/orbit", shown.stderr
+    assert "4/8 bytes" in line
+
+
 # -- verify ------------------------------------------------------------------------------------
 
 
