@@ -174,6 +174,12 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_fetch_targets.py",  # 57 lines, 45s
         "tests/test_local_attacks.py",  # 111 lines, 112s
         "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
+        "tests/test_errors.py",  # the bounds and closing of what a failure reports
+    ),
+    "packager/fetch/workers.py": (
+        "tests/test_parallel_fetch.py",  # overlap, failures, SIGINT, a library caller
+        "tests/test_local_attacks.py",  # signals while a download stalls
+        "tests/test_fetch_limits.py",
     ),
     "packager/fetch/extract.py": (
         "tests/test_extract.py",  # 282 lines, 5s
