@@ -362,6 +362,45 @@ def _interrupt_when_held(
     return proc.returncode, stdout, stderr
 
 
+def test_sigint_before_the_server_answers_exits_at_once(
+    linux_repo: Path, gate_server: GateServer, tmp_path: Path
+) -> None:
+    """SIGINT while the three downloads still wait for the server's first answer (it holds
+    them for 30 s, and nothing can shut down a socket no body is read from yet): the command
+    exits 130 before the server answers any of them. The waiting threads are daemons, so
+    they do not hold the exit back."""
+    gate_server.gate = 99  # never reached: every response is held before its headers
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLEET_", "ORBIT_PACKAGER"))}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "xdg")
+    argv = [
+        "-m", "packager", "fetch", "--type", "deb", "--fleet-desktop", "--update-url",
+        gate_server.url, "--update-roots", str(linux_repo / "repository" / "root.json"),
+        "--outdir", str(tmp_path / "out"),
+    ]  # fmt: skip
+    with subprocess.Popen(
+        [sys.executable, *argv],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    ) as proc:
+        with gate_server.cond:
+            all_waiting = gate_server.cond.wait_for(
+                lambda: gate_server.in_progress == 3, GateServer.WAIT
+            )
+        assert all_waiting, proc.communicate(timeout=60)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+        with gate_server.cond:
+            answered_before_exit = set(gate_server.answered)
+        _, stderr = proc.communicate()
+    assert proc.returncode == 130, stderr
+    assert answered_before_exit == set()  # it did not wait for the server
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("cache", ["cache-dir", "no-cache"])
 def test_sigint_while_the_targets_download_exits_130_leaving_nothing(
     linux_repo: Path, gate_server: GateServer, tmp_path: Path, cache: str
