@@ -91,8 +91,13 @@ def test_unsafe_target_paths_are_refused(repo: Path, server: FaultServer, tmp_pa
         "orbit/./linux/dot.bin",
         "orbit//linux/empty.bin",
         "orbit/linux/new\nline.bin",
+        "orbit/linux/unit\x1fseparator.bin",  # the last control character
+        "orbit/linux/del\x7f.bin",
+        "orbit\\linux\\backslash.bin",
     ]
-    publish_raw_targets(repo, dict.fromkeys(unsafe, payload))
+    spaced = "orbit/linux/with space.bin"  # a space is the first character that is allowed
+    publish_raw_targets(repo, {**dict.fromkeys(unsafe, payload), spaced: ORBIT})
+    (repo / "repository/targets" / spaced).write_bytes(ORBIT)
     for name in ("escape.bin", "escape2.bin"):  # whatever a naive client would fetch, exists
         (repo / "repository" / name).write_bytes(payload)
         (repo / "repository/targets" / name).write_bytes(payload)
@@ -100,17 +105,18 @@ def test_unsafe_target_paths_are_refused(repo: Path, server: FaultServer, tmp_pa
     assert out.returncode == 4, out.stderr
     report = json.loads(out.stdout)
     failures = report["failures"]
-    assert len(failures) == len(unsafe), failures
+    assert len(failures) == len(unsafe), [f for f in failures if "unsafe path" not in f]
     for path in unsafe:
         (line,) = (f for f in failures if f.startswith(f"target {path!r} has an unsafe path"))
         assert f"nothing written to {dl}" in line
         assert "\n" not in line
     ok = {t["path"] for t in report["targets"] if t["ok"]}
-    assert ok == {KEPT, "orbit/linux/1.0.0/orbit"}
+    assert ok == {KEPT, "orbit/linux/1.0.0/orbit", spaced}
     assert (dl / KEPT).read_bytes() == ORBIT
+    assert (dl / spaced).read_bytes() == ORBIT
     # nothing anywhere outside the download directory, nothing left inside but the targets
     written = set(tmp_path.rglob("*.bin")) - set((repo / "repository").rglob("*.bin"))
-    assert written == set(), written
+    assert written == {dl / spaced}, written
     assert not outside.exists()
     assert _leftovers(dl) == []
     assert sorted(p.name for p in dl.iterdir()) == ["orbit"]
