@@ -868,6 +868,43 @@ def test_insecure_conflicts_reported_in_fleetctls_order(tmp_path: Path) -> None:
     assert str(info.value) == "--insecure and --fleet-certificate may not be provided together"
 
 
+def test_every_fleetctl_check_comes_in_fleetctls_order(tmp_path: Path) -> None:
+    """All of fleetctl's checks failing at once (reference fleet-packaging.md 1.1), then each
+    fixed in turn: every message comes in fleetctl's order, with its words."""
+    pem = tmp_path / "ca.pem"
+    pem.write_text("-----BEGIN CERTIFICATE-----\n")
+    steps: list[tuple[dict[str, object], dict[str, object], str]] = [
+        ({"fleet_url": "https://f.example.com"}, {"enroll_secret": "s"},
+         "--enroll-secret and --fleet-url must be provided together"),
+        ({"insecure": True, "fleet_certificate": pem}, {"fleet_certificate": None},
+         "--insecure and --fleet-certificate may not be provided together"),
+        ({"update_tls_certificate": pem}, {"insecure": False},
+         "--insecure and --update-tls-certificate may not be provided together"),
+        ({"host_identifier": "serial"}, {"host_identifier": "instance"},
+         "--host-identifier=serial is not supported, currently supported values are 'uuid' "
+         "and 'instance'"),
+        ({"fleet_tls_client_certificate": pem}, {"fleet_tls_client_certificate": None},
+         "must specify both fleet-tls-client-certificate and fleet-tls-client-key"),
+        ({"fleet_managed_host_identity_certificate": True},
+         {"fleet_managed_host_identity_certificate": False},
+         "--fleet-managed-host-identity-certificate is only supported for deb/rpm/pkg.tar.zst "
+         "packages"),
+        ({"update_tls_client_key": pem}, {"update_tls_client_key": None},
+         "must specify both update-tls-client-certificate and update-tls-client-key"),
+        ({"osquery_db": "relative/db"}, {"osquery_db": None},
+         "--osquery-db must be an absolute path: 'relative/db'"),
+    ]  # fmt: skip
+    broken: dict[str, object] = {"type": "pkg"}
+    for fault, _, _ in steps:
+        broken.update(fault)
+    for _fault, fix, message in steps:
+        with pytest.raises(UsageError) as info:
+            BuildRequest(**broken)  # type: ignore[arg-type]
+        assert str(info.value) == message
+        broken.update(fix)
+    BuildRequest(**broken)  # type: ignore[arg-type]  # every check passes once all are fixed
+
+
 def test_timestamp_url_goes_with_any_signing_key() -> None:
     """--sign-timestamp-url needs a key: --sign-pem, --sign-cert/--sign-key or fleetctl's
     --macos-devid-pem-content."""
