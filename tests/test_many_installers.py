@@ -6,6 +6,7 @@ installer byte for byte the one a single run writes (same SOURCE_DATE_EPOCH)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -56,6 +57,9 @@ def test_every_type_one_fetch_same_bytes_as_single_runs(
         assert Path(str(single["path"])).name == path.name  # fleetctl's file name
         assert Path(str(single["path"])).read_bytes() == path.read_bytes(), path.name
         assert single["sha256"] == installer["sha256"]
+        data = path.read_bytes()  # what the report says is the file's own size and hash
+        assert installer["size"] == len(data)
+        assert installer["sha256"] == hashlib.sha256(data).hexdigest()
 
 
 def test_all_is_every_type(served: tuple[Path, FaultServer], tmp_path: Path) -> None:

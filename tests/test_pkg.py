@@ -378,3 +378,16 @@ def test_signed_without_source_date_epoch(
         repo / "repository/root.json", "--no-cache", "--sign-pem", bundle, "--outfile", out)  # fmt: skip
     toc = reading.read_signature(str(out))[0]["entity"]["xar_table_of_contents"]
     assert toc["rsa_signature_verifies"] is True and toc["cms_signature_verifies"] is True
+
+
+def test_xml_templates_escape_every_value() -> None:
+    """The values that reach the pkg's XML are validated before (identifier, version), and
+    the XML templates escape them anyway: a value cannot add an attribute or an element."""
+    from packager.render import render_xml
+
+    hostile = "a\"b<c>&d'"
+    info = render_xml("macos", "PackageInfo.j2", identifier=hostile, version=hostile,
+                      number_of_files=1, install_kbytes=1)  # fmt: skip
+    assert hostile not in info
+    assert 'identifier="a&#34;b&lt;c&gt;&amp;d&#39;.base.pkg"' in info
+    ET.fromstring(info)  # noqa: S314 - our own output: still well-formed XML
