@@ -894,7 +894,32 @@ def test_every_fleetctl_check_comes_in_fleetctls_order(tmp_path: Path) -> None:
         ({"osquery_db": "relative/db"}, {"osquery_db": None},
          "--osquery-db must be an absolute path: 'relative/db'"),
     ]  # fmt: skip
-    broken: dict[str, object] = {"type": "pkg"}
+    _cascade({"type": "pkg"}, steps)
+    # fleetctl's checks 12 to 17, from a request that passes 1 to 11
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a certificate\n")
+    later: list[tuple[dict[str, object], dict[str, object], str]] = [
+        ({"end_user_email": "nobody"}, {"end_user_email": ""},
+         "Invalid email address specified for --end-user-email."),
+        ({"fleet_certificate": bad}, {"fleet_certificate": None},
+         f"failed to read fleet server certificate {str(bad)!r}: invalid PEM file"),
+        ({"update_tls_certificate": bad}, {"update_tls_certificate": None},
+         f"failed to read update server certificate {str(bad)!r}: invalid PEM file"),
+        ({"use_system_configuration": True}, {"use_system_configuration": False},
+         "--use-system-configuration is only available for pkg installers"),
+        ({"outfile": tmp_path / "x.rpm"}, {"outfile": None},
+         "output file must end with .deb for deb packages"),
+        ({"arch": "i386"}, {"arch": "arm64"}, "arch must be one of ('amd64', 'arm64')"),
+    ]  # fmt: skip
+    _cascade({"type": "deb"}, later)
+
+
+def _cascade(
+    start: dict[str, object], steps: list[tuple[dict[str, object], dict[str, object], str]]
+) -> None:
+    """Every fault of ``steps`` at once: each message in turn as the faults are fixed in order,
+    and a valid request once all are."""
+    broken = dict(start)
     for fault, _, _ in steps:
         broken.update(fault)
     for _fault, fix, message in steps:
