@@ -584,6 +584,7 @@ TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_fetch_guards.py",  # added from coverage (derive_map at e072c1c)
     ),
     "packager/repo/passphrase.py": (
+        "tests/test_parallel_keys.py",  # which passphrases are derived ahead, and when
         "tests/test_repo_files.py",  # metadata bytes and target names, 3s
         "tests/test_status_rules.py",  # status over real repositories, 8s
         "tests/test_environment.py",  # 32 lines, 18s
@@ -760,6 +761,7 @@ TESTS: dict[str, tuple[str, ...]] = {
 # ones that should kill its mutants; the derived order only knows lines per second).
 FIRST: dict[str, tuple[str, ...]] = {
     "packager/repo/keys.py": ("tests/test_key_files.py", "tests/test_keys.py"),
+    "packager/repo/passphrase.py": ("tests/test_parallel_keys.py",),
     "packager/repo/transaction.py": ("tests/test_crash_points.py",),
     "packager/repo/fsutil.py": ("tests/test_crash_points.py", "tests/test_local_attacks.py"),
     "packager/repo/repository.py": ("tests/test_crash_points.py", "tests/test_update_roots.py"),
