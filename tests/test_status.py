@@ -113,3 +113,33 @@ def test_rotate_root_after_root_expired(new_repo) -> None:
     cli("updates", "rotate", "root", "--path", repo, env=TEST_PASSPHRASES)
     served_client_fetch(repo, root_v1)
     assert cli("updates", "status", "--path", repo).returncode == 0
+
+
+def test_status_text_is_laid_out_in_its_order() -> None:
+    """`updates status` prints the header, one line per role, the target paths, then the
+    notes, then the problems: the exact text, written out here."""
+    from packager.repo.status import RepoStatus, RoleStatus, render_text
+
+    status = RepoStatus(
+        path="/srv/tuf",
+        consistent_snapshot=False,
+        targets=2,
+        roles=[
+            RoleStatus("root", 1, "2027-11-27T00:00:00Z", 86400 * 365, "ok", 1, ["a" * 64]),
+            RoleStatus("timestamp", 7, "2026-11-28T00:00:00Z", 3600, "expiring", 1, ["b" * 64]),
+        ],
+        warn_seconds=86400,
+        problems=["timestamp.json expires in 1h"],
+        target_paths=["orbit/linux/1.0.0/orbit", "orbit/linux/stable/orbit"],
+        notes=["a note"],
+    )
+    assert render_text(status).split("\n") == [
+        "repository: /srv/tuf (consistent snapshots: off, 2 targets)",
+        "ROLE       VERSION  EXPIRES (UTC)         LEFT        STATE     KEY IDS",
+        "root             1  2027-11-27T00:00:00Z  365d 0h     ok        aaaaaaaaaaaaaaaa",
+        "timestamp        7  2026-11-28T00:00:00Z  1h 0m       expiring  bbbbbbbbbbbbbbbb",
+        "  orbit/linux/1.0.0/orbit",
+        "  orbit/linux/stable/orbit",
+        "note: a note",
+        "warning: timestamp.json expires in 1h",
+    ]
