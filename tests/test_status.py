@@ -143,3 +143,24 @@ def test_status_text_is_laid_out_in_its_order() -> None:
         "note: a note",
         "warning: timestamp.json expires in 1h",
     ]
+
+
+def test_a_missing_role_file_is_named(new_repo) -> None:
+    """A repository whose snapshot.json is gone: status and add name the missing file in one
+    line (not an internal error), and add changes nothing."""
+    repo = new_repo()
+    missing = repo / "repository" / "snapshot.json"
+    missing.unlink()
+    before = sorted(p.name for p in (repo / "repository").iterdir())
+    target = repo.parent / "orbit"
+    target.write_bytes(b"orbit\n")
+    for argv in (
+        ["updates", "status", "--path", repo],
+        ["updates", "add", "--path", repo, "--target", target, "--name", "orbit",
+         "--platform", "linux", "--version", "1.0.0"],
+    ):  # fmt: skip
+        out = cli(*argv, env=TEST_PASSPHRASES, check=False)
+        assert out.returncode not in (0, 1, 70), (out.returncode, out.stderr)
+        (line,) = out.stderr.strip().splitlines()
+        assert f"{missing} is missing" in line, line
+    assert sorted(p.name for p in (repo / "repository").iterdir()) == before
