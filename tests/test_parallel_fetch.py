@@ -46,7 +46,10 @@ class GateServer:
     body (same length, one byte changed); answer a path only once another one was answered
     (``answer_after``)."""
 
-    WAIT = 30.0  # seconds any hold lasts at most: then the response goes on regardless
+    # Seconds any hold lasts at most: then the response goes on regardless. Long enough that a
+    # command stopped by a signal is gone well before it even on a loaded machine (a CI run
+    # sharing 2 cores with a mutation run once took over 30 s from the held bodies to exit).
+    WAIT = 60.0
 
     def __init__(self, directory: Path) -> None:
         self.requests: collections.Counter[str] = collections.Counter()
@@ -366,7 +369,7 @@ def test_sigint_before_the_server_answers_exits_at_once(
     linux_repo: Path, gate_server: GateServer, tmp_path: Path
 ) -> None:
     """SIGINT while the three downloads still wait for the server's first answer (it holds
-    them for 30 s, and nothing can shut down a socket no body is read from yet): the command
+    them for 60 s, and nothing can shut down a socket no body is read from yet): the command
     exits 130 before the server answers any of them. The waiting threads are daemons, so
     they do not hold the exit back."""
     gate_server.gate = 99  # never reached: every response is held before its headers
@@ -406,7 +409,7 @@ def test_sigint_while_the_targets_download_exits_130_leaving_nothing(
     linux_repo: Path, gate_server: GateServer, tmp_path: Path, cache: str
 ) -> None:
     """SIGINT while all three downloads hold half-way through their bodies (the server would
-    hold them for 30 s): the command exits 130 without waiting for them -- the main thread
+    hold them for 60 s): the command exits 130 without waiting for them -- the main thread
     stops the worker threads, which remove their files -- with no temporary file in the cache
     or in TMPDIR."""
     gate_server.gate = 3
