@@ -340,11 +340,17 @@ def test_first_failure_in_target_order_is_reported(
 
 
 def _interrupt_when_held(
-    gate_server: GateServer, argv: list[str], held: int, env: dict[str, str] | None = None
+    gate_server: GateServer,
+    argv: list[str],
+    held: int,
+    env: dict[str, str] | None = None,
+    *,
+    before_headers: bool = False,
 ) -> tuple[int, str, str]:
     """Run ``argv`` (Python's arguments) until ``held`` target bodies hold half-way at the
-    server, then send SIGINT; (exit status, stdout, stderr). The child starts with SIGINT's
-    default action, as from a shell, whatever this test runner does with it."""
+    server (or, ``before_headers``, ``held`` target requests wait for their first answer),
+    then send SIGINT; (exit status, stdout, stderr). The child starts with SIGINT's default
+    action, as from a shell, whatever this test runner does with it."""
     with subprocess.Popen(
         [sys.executable, *argv],
         env=env,
@@ -357,7 +363,10 @@ def _interrupt_when_held(
         with gate_server.cond:
             # One download at a time would hold here alone until the time is up.
             all_held = gate_server.cond.wait_for(
-                lambda: gate_server.mid_body == held, GateServer.WAIT
+                lambda: (
+                    (gate_server.in_progress if before_headers else gate_server.mid_body) == held
+                ),
+                GateServer.WAIT,
             )
         assert all_held, proc.communicate(timeout=60)
         proc.send_signal(signal.SIGINT)
@@ -380,26 +389,10 @@ def test_sigint_before_the_server_answers_exits_at_once(
         gate_server.url, "--update-roots", str(linux_repo / "repository" / "root.json"),
         "--outdir", str(tmp_path / "out"),
     ]  # fmt: skip
-    with subprocess.Popen(
-        [sys.executable, *argv],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    ) as proc:
-        with gate_server.cond:
-            all_waiting = gate_server.cond.wait_for(
-                lambda: gate_server.in_progress == 3, GateServer.WAIT
-            )
-        assert all_waiting, proc.communicate(timeout=60)
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
-        with gate_server.cond:
-            answered_before_exit = set(gate_server.answered)
-        _, stderr = proc.communicate()
-    assert proc.returncode == 130, stderr
+    returncode, _, stderr = _interrupt_when_held(gate_server, argv, 3, env, before_headers=True)
+    with gate_server.cond:
+        answered_before_exit = set(gate_server.answered)
+    assert returncode == 130, stderr
     assert answered_before_exit == set()  # it did not wait for the server
     assert not (tmp_path / "out").exists()
 
