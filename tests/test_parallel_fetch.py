@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tarfile
 import threading
+import time
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -346,11 +347,12 @@ def _interrupt_when_held(
     env: dict[str, str] | None = None,
     *,
     before_headers: bool = False,
-) -> tuple[int, str, str]:
+) -> tuple[int, str, str, float]:
     """Run ``argv`` (Python's arguments) until ``held`` target bodies hold half-way at the
     server (or, ``before_headers``, ``held`` target requests wait for their first answer),
-    then send SIGINT; (exit status, stdout, stderr). The child starts with SIGINT's default
-    action, as from a shell, whatever this test runner does with it."""
+    then send SIGINT; (exit status, stdout, stderr, seconds from the signal to the exit). The
+    child starts with SIGINT's default action, as from a shell, whatever this test runner
+    does with it."""
     with subprocess.Popen(
         [sys.executable, *argv],
         env=env,
@@ -370,8 +372,10 @@ def _interrupt_when_held(
             )
         assert all_held, proc.communicate(timeout=60)
         proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=60)
-    return proc.returncode, stdout, stderr
+        signalled = time.monotonic()
+        stdout, stderr = proc.communicate(timeout=90)
+        seconds = time.monotonic() - signalled
+    return proc.returncode, stdout, stderr, seconds
 
 
 def test_sigint_before_the_server_answers_exits_at_once(
@@ -389,9 +393,14 @@ def test_sigint_before_the_server_answers_exits_at_once(
         gate_server.url, "--update-roots", str(linux_repo / "repository" / "root.json"),
         "--outdir", str(tmp_path / "out"),
     ]  # fmt: skip
-    returncode, _, stderr = _interrupt_when_held(gate_server, argv, 3, env, before_headers=True)
+    returncode, _, stderr, seconds = _interrupt_when_held(
+        gate_server, argv, 3, env, before_headers=True
+    )
     with gate_server.cond:
         answered_before_exit = set(gate_server.answered)
+    # Not held back until the client's own 30 s read timeout ends the waits (the exit itself
+    # waits STOP_GRACE, 5 s, for threads that can be stopped; these cannot).
+    assert seconds < 20, seconds
     assert returncode == 130, stderr
     assert answered_before_exit == set()  # it did not wait for the server
     assert not (tmp_path / "out").exists()
@@ -425,7 +434,7 @@ def test_sigint_while_the_targets_download_exits_130_leaving_nothing(
         str(linux_repo / "repository" / "root.json"), "--fleet-url",
         "https://fleet.example.com", "--outfile", str(out), *extra,
     ]  # fmt: skip
-    returncode, stdout, stderr = _interrupt_when_held(
+    returncode, stdout, stderr, _ = _interrupt_when_held(
         gate_server, ["-m", "packager", *argv], 3, env
     )
     assert gate_server.answered == set()  # gone while the server still held every body
@@ -582,7 +591,7 @@ def test_sigint_while_verify_downloads_exits_130_leaving_nothing(
         "verify", "--update-url", gate_server.url, "--update-roots",
         str(linux_repo / "repository" / "root.json"), "--download-dir", str(kept),
     ]  # fmt: skip
-    returncode, stdout, stderr = _interrupt_when_held(
+    returncode, stdout, stderr, _ = _interrupt_when_held(
         gate_server, ["-m", "packager", *argv], MAX_PARALLEL, env
     )
     assert stdout == ""
@@ -627,6 +636,6 @@ def test_verify_interrupted_in_a_library_caller_stops_its_downloads(
     kept = tmp_path / "kept"
     root = linux_repo / "repository" / "root.json"
     argv = ["-c", _VERIFY_IN_A_LIBRARY, gate_server.url, str(root), str(kept)]
-    _, stdout, stderr = _interrupt_when_held(gate_server, argv, MAX_PARALLEL)
+    _, stdout, stderr, _ = _interrupt_when_held(gate_server, argv, MAX_PARALLEL)
     assert stdout == "interrupted; threads still running: []\n", (stdout, stderr)
     assert gate_server.answered == set()
