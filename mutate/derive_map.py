@@ -87,7 +87,9 @@ def _run_one(
     with contextlib.suppress(OSError, ValueError):
         durations = json.loads((out / "durations.json").read_text(encoding="utf-8"))
     lines: dict[str, dict[str, list[str]]] = {}
-    if report.exists():
+    if not report.exists():  # not even the test file's imports measured: coverage failed
+        durations["failed"] = True
+    else:
         data = json.loads(report.read_text(encoding="utf-8"))
         for name, info in data.get("files", {}).items():
             measured = Path(name) if Path(name).is_absolute() else tree / name
@@ -100,6 +102,20 @@ def _run_one(
                 str(n): sorted(set(contexts.get(str(n), [""]))) for n in info["executed_lines"]
             }
     return test, lines, elapsed, durations
+
+
+def coverage_problem(coverage_path: str) -> str | None:
+    """Why ``coverage`` cannot run from ``coverage_path`` (None: it can)."""
+    env = dict(os.environ, PYTHONPATH=coverage_path)
+    probe = subprocess.run(
+        [sys.executable, "-c", "import coverage"], env=env, capture_output=True, check=False
+    )
+    if probe.returncode == 0:
+        return None
+    return (
+        f"coverage is not importable from --coverage-path {coverage_path}"
+        f" (install it there: pip install --target {coverage_path} coverage)"
+    )
 
 
 def _compact(
@@ -194,6 +210,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.coverage_path:
         parser.error("--coverage-path is needed to measure")
+    problem = coverage_problem(args.coverage_path)
+    if problem:
+        # Without it every test file would record nothing, and the map would say no test
+        # executes any line: a mutation run on it scores nothing and says so only at the end.
+        parser.error(problem)
     with tempfile.TemporaryDirectory(prefix="mutate-derive-") as tmp:
         snap = Snapshot(config, Path(tmp), args.rev)
         tree = snap.dir
@@ -206,6 +227,14 @@ def main(argv: list[str] | None = None) -> int:
             results = list(
                 pool.map(lambda t: _run_one(t, tree, Path(tmp), args.coverage_path), tests)
             )
+        unmeasured = [test for test, _, _, recorded in results if recorded.get("failed")]
+        if unmeasured:
+            print(
+                f"mutate.derive_map: coverage recorded nothing for {', '.join(unmeasured)};"
+                f" {path} is left as it was",
+                file=sys.stderr,
+            )
+            return 1
         in_scope = scope_files(tree, config.groups)
         measured = {m: _sha(tree / m) for m in in_scope if m.endswith(".py")}
         for test, lines, elapsed, recorded in results:

@@ -16,6 +16,7 @@ from typing import cast
 
 import pytest
 
+from mutate import derive_map
 from mutate.derive_map import _compact
 from mutate.harness import (
     Plan,
@@ -260,3 +261,18 @@ def test_a_blind_node_of_a_file_that_runs_whole_is_not_passed_twice() -> None:
         spans=statement_spans(source),
     )
     assert plan.tests_for(mutant) == ["tests/test_golden.py"]
+
+
+def test_deriving_the_map_without_coverage_stops_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A --coverage-path without coverage in it once made every test file record nothing: an
+    empty map, and a mutation run that counted 171 of 248 mutants as executed by no test."""
+    empty = tmp_path / "no-coverage-here"
+    empty.mkdir()
+    with pytest.raises(SystemExit) as stopped:
+        derive_map.main(["--coverage-path", str(empty), "--test", "tests/test_mutate_harness.py"])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert f"coverage is not importable from --coverage-path {empty}" in err
+    assert f"pip install --target {empty} coverage" in err
