@@ -77,8 +77,11 @@ def test_one_round_of_every_measure_on_small_inputs(tmp_path: Path) -> None:
     by_name = {r["name"]: r for r in results}
     # the informative floors: the four builds' CPU over the cores, four independent copies
     assert re.search(
-        r"CPU of the four single builds [0-9.]+ s on \d+ cores", by_name["all"]["note"]
+        r"CPU of the four single builds [0-9.]+ s on \d+ cores: .*; the one run used [0-9.]+ CPU s$",
+        by_name["all"]["note"],
     )
+    run_cpu = float(by_name["all"]["note"].rsplit(" used ", 1)[1].split()[0])
+    assert run_cpu > 0  # its builds' processes counted: they are waited for
     assert re.search(r"4 independent copies .* [0-9.]+ s: ours [0-9.]+x", by_name["add"]["note"])
     assert list(tmp_path.iterdir()) == []  # the private directory is removed at exit
 
