@@ -107,6 +107,19 @@ CASES: dict[str, tuple[Any, bool, str]] = {
         False,
         "has no 'signatures' list",
     ),
+    # python-tuf reads a null version as 1 and checks the signature over its own rewrite, so
+    # the real signature of version 1 still verifies; `verify` then failed with an internal
+    # error (found by the property test below).
+    "version null, unsigned": (
+        lambda d: d["signed"].__setitem__("version", None),
+        False,
+        "has 'version' None, not a positive integer",
+    ),
+    "version '1'": (
+        lambda d: d["signed"].__setitem__("version", "1"),
+        True,
+        "has 'version' '1', not a positive integer",
+    ),
 }
 
 
@@ -262,3 +275,47 @@ def test_no_root_file_is_an_internal_error(served: tuple[Path, FaultServer]) -> 
     # the mutations reached past the root checks into the client, not only the usage errors
     assert seen.get("UsageError 2", 0) > 0, seen
     assert sum(n for k, n in seen.items() if not k.startswith("UsageError")) > 0, seen
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, FaultServer]]:
+    """A repository just initialized: every role at version 1."""
+    repo = tmp_path_factory.mktemp("fresh") / "repo"
+    UpdateRepository(repo, PassphraseSource(environ=TEST_PASSPHRASES)).init()
+    server = FaultServer(repo / "repository")
+    yield repo, server
+    server.close()
+
+
+@pytest.mark.parametrize("command", ["verify", "package"])
+def test_a_served_timestamp_with_a_null_version_is_refused(
+    fresh: tuple[Path, FaultServer], tmp_path: Path, command: str
+) -> None:
+    """The server (or someone between) rewrites timestamp.json's version 1 as null without
+    re-signing (no other role pins its length): python-tuf accepts it (see CASES above), the
+    agent's go-tuf would read no number. Refused in one line, exit 4, nothing built. (In
+    snapshot.json and targets.json the longer file already fails the length the role above
+    pins.)"""
+    repo, server = fresh
+    path = repo / "repository" / "timestamp.json"
+    original = path.read_bytes()
+    doc = json.loads(original)
+    assert doc["signed"]["version"] == 1
+    doc["signed"]["version"] = None
+    path.write_text(json.dumps(doc))
+    try:
+        flags: list[str | Path] = ["--update-url", server.url, "--update-roots",
+                                   repo / "repository/root.json"]  # fmt: skip
+        if command == "package":
+            flags += ["--type", "deb", "--no-cache", "--outdir", tmp_path / "out",
+                      "--fleet-url", "https://fleet.example.com", "--enroll-secret", "s"]  # fmt: skip
+        out = cli(command, *flags, check=False, env={"XDG_CACHE_HOME": str(tmp_path / "c")})
+    finally:
+        path.write_bytes(original)
+    assert out.returncode == 4, out.stderr
+    assert out.stderr.splitlines() == [
+        "orbit-packager: error: the update server's timestamp.json has 'version' None, not a"
+        " positive integer (a TUF repository writes whole numbers: tampered with, or written"
+        " by a broken tool)"
+    ]
+    assert not (tmp_path / "out").exists()

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from tuf.api import exceptions
 from tuf.api.metadata import Root, TargetFile
@@ -147,6 +147,9 @@ def check_trusted_root(data: bytes, source: str) -> bytes:
         raise bad(f"is not a TUF root.json ('_type' is {_short(repr(signed.get('_type')), 40)})")
     if not isinstance(doc.get("signatures"), list):
         raise bad("has no 'signatures' list: not a signed root.json")
+    version_problem = _version_problem(signed)
+    if version_problem:
+        raise bad(f"{version_problem}: not a valid TUF root.json")
     try:
         raw = json.dumps(doc).encode()
         root, signed_bytes, signatures = load_metadata(Root, raw)
@@ -164,6 +167,16 @@ def check_trusted_root(data: bytes, source: str) -> bytes:
     except Exception as exc:  # a key python-tuf cannot use to verify
         raise bad(f"has a root key that cannot verify its signatures ({_reason(exc)})") from None
     return raw
+
+
+def _version_problem(signed: dict[str, Any]) -> str | None:
+    """What is wrong with a role's ``version``, if anything. python-tuf reads null as 1 and
+    verifies the signature over its own rewrite of the file, so the signature of version 1
+    still holds; every other reader (go-tuf in the agent, `roles()` here) sees no number."""
+    version = signed.get("version")
+    if type(version) is int and version >= 1:
+        return None
+    return f"has 'version' {_short(repr(version), 40)}, not a positive integer"
 
 
 def _reason(exc: BaseException) -> str:
@@ -273,6 +286,16 @@ class UpdateClient:
             return
         with self._explained():
             self.updater.refresh()
+        for role in ("root", "timestamp", "snapshot", "targets"):
+            # The raw files are what the installers carry and what roles() reads.
+            signed = json.loads((self.metadata_dir / f"{role}.json").read_bytes())["signed"]
+            problem = _version_problem(signed)
+            if problem:
+                raise FetchError(
+                    f"the update server's {role}.json {problem}",
+                    hint="a TUF repository writes whole numbers: tampered with, or written by"
+                    " a broken tool",
+                )
         self._refreshed = True
 
     def roles(self) -> list[RoleInfo]:
