@@ -605,7 +605,7 @@ def test_sigint_while_verify_downloads_exits_130_leaving_nothing(
 
 
 _VERIFY_IN_A_LIBRARY = """
-import sys, threading
+import os, sys, threading, time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from packager import signals
@@ -613,6 +613,18 @@ from packager.fetch.client import UpdateClient
 from packager.fetch.verify import verify_repository
 
 url, root, kept = sys.argv[1:]
+real_unlink = os.unlink
+
+
+def slow_unlink(path, *args, **kwargs):
+    # A slow disk: a download thread is still removing its partial file when the batch stops;
+    # the caller must get the exception only once it is done.
+    if threading.current_thread().name.startswith("orbit-packager-"):
+        time.sleep(0.5)
+    return real_unlink(path, *args, **kwargs)
+
+
+os.unlink = slow_unlink
 signals.install()
 try:
     with UpdateClient(url, Path(root).read_bytes()) as client:
