@@ -457,6 +457,7 @@ TESTS: dict[str, tuple[str, ...]] = {
     ),
     "packager/repo/fsutil.py": (
         "tests/test_parallel_keys.py",  # copies hashed in one pass
+        "tests/test_many_installers.py",  # place_private_file: each installer's size and sha256
         "tests/test_repo_files.py",  # metadata bytes and target names, 3s
         "tests/test_status_rules.py",  # status over real repositories, 8s
         "tests/test_version.py",  # 56 lines, 10s

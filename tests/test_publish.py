@@ -289,6 +289,20 @@ def test_expired_metadata_is_not_published(tmp_path: Path) -> None:
     assert not (tmp_path / "www" / "timestamp.json").exists()
 
 
+def test_metadata_expiring_this_instant_is_not_published(tmp_path: Path) -> None:
+    """At the instant timestamp.json expires, agents already refuse it (python-tuf and go-tuf
+    both: expired when now >= expires), so publish refuses it too; a second earlier it goes."""
+    repo = UpdateRepository(tmp_path / "repo", PassphraseSource(environ=TEST_PASSPHRASES))
+    repo.init()
+    expires = repo.load().role("timestamp").expires
+    store = DirectoryStore(tmp_path / "www")
+    with repo.locked(), store.session():
+        with pytest.raises(PackagerError, match=r"^timestamp\.json expired 0s ago: agents"):
+            plan_publish(repo, repo.load(), store, now=expires)
+        plan = plan_publish(repo, repo.load(), store, now=expires - timedelta(seconds=1))
+    assert [u.file.name for u in plan.uploads][-1] == "timestamp.json"
+
+
 # -- order and interruption ----------------------------------------------------------------
 
 
