@@ -166,9 +166,46 @@ class Plan:
         index = {a: i for i, a in enumerate(found)}
         ranked = sorted(found, key=lambda a: (-score.get(a, 0.0), index[a]))
         # A blind node whose file also runs whole is left out: pytest collects a file once, so
-        # ``file::node`` before ``file`` would run only that node of the file.
+        # ``file::node`` before ``file`` would run only that node of the file. The file then
+        # leads in its place.
         blind = [b for b in self.blind if b not in ranked and b.split("::")[0] not in ranked]
-        return [*blind, *ranked]
+        lead = self.leading()
+        whole = [a for a in ranked if a in lead]
+        return [*blind, *whole, *(a for a in ranked if a not in lead)]
+
+    def leading(self) -> set[str]:
+        """The blind nodes and their files: they run first whatever the scores (coverage, which
+        the scores come from, cannot see what they test)."""
+        return {*self.blind, *(b.split("::")[0] for b in self.blind)}
+
+    def ordered(self, mutant: Mutant, kills: dict[str, int]) -> list[str]:
+        """The mutant's tests, sharpest first; among equals, one test of each file in turn (a
+        line every test runs would otherwise fill --max-tests with the first files' tests, and
+        the test that checks it sits in a later file), files that killed this module's mutants
+        before first (``kills``: test file -> mutants killed) in each turn. The blind tests lead:
+        scored 0 by coverage, they once sorted after 25 others and never ran for the
+        transaction.py mutants they kill."""
+        args = self.tests_for(mutant)
+        lead = self.leading()
+        first = [a for a in args if a in lead]
+        args = [a for a in args if a not in lead]
+        score = self._score(mutant)
+        index = {a: i for i, a in enumerate(args)}
+        turn: dict[str, int] = {}
+        seen: dict[tuple[float, str], int] = {}
+        for a in sorted(args, key=lambda a: (-round(score.get(a, 0.0), 6), index[a])):
+            group = (round(score.get(a, 0.0), 6), a.split("::")[0])
+            turn[a] = seen.get(group, 0)
+            seen[group] = turn[a] + 1
+        return first + sorted(
+            args,
+            key=lambda a: (
+                -round(score.get(a, 0.0), 6),
+                turn[a],
+                -kills.get(a.split("::")[0], 0),
+                index[a],
+            ),
+        )
 
     def _score(self, mutant: Mutant) -> dict[str, float]:
         """How specifically each test ran the code around the mutant.
@@ -503,30 +540,9 @@ class Runner:
             print(text, file=sys.stderr, flush=True)
 
     def _ordered(self, plan: Plan, mutant: Mutant) -> list[str]:
-        """The mutant's tests, sharpest first; among equals, one test of each file in turn (a
-        line every test runs would otherwise fill --max-tests with the first files' tests, and
-        the test that checks it sits in a later file), files that killed this module's mutants
-        before first in each turn."""
         with self._lock:
             kills = dict(self._kills.get(plan.path, {}))
-        args = plan.tests_for(mutant)
-        score = plan._score(mutant)
-        index = {a: i for i, a in enumerate(args)}
-        turn: dict[str, int] = {}
-        seen: dict[tuple[float, str], int] = {}
-        for a in sorted(args, key=lambda a: (-round(score.get(a, 0.0), 6), index[a])):
-            group = (round(score.get(a, 0.0), 6), a.split("::")[0])
-            turn[a] = seen.get(group, 0)
-            seen[group] = turn[a] + 1
-        return sorted(
-            args,
-            key=lambda a: (
-                -round(score.get(a, 0.0), 6),
-                turn[a],
-                -kills.get(a.split("::")[0], 0),
-                index[a],
-            ),
-        )
+        return plan.ordered(mutant, kills)
 
     def _escalation(self, plan: Plan, selected: list[str], done: int) -> list[str]:
         """The tests after the first ``done`` worth running for a survivor: files that killed

@@ -241,6 +241,36 @@ def test_a_test_coverage_cannot_see_is_selected_anyway() -> None:
     assert plan.tests_for(mutant) == ["tests/test_crash.py::test_kill", "tests/test_m.py::test_f"]
 
 
+def test_blind_tests_lead_whatever_the_scores() -> None:
+    """Thirty tests each run the mutated line and score above 0; the blind test, scored 0 by a
+    coverage that cannot see it, still comes first, inside the first --max-tests batch (the
+    transaction.py roll-forward mutants survived three runs behind 25 scored tests)."""
+    source = b"def f(x):\n    return x + 1\n"
+    mutant = next(m for m in python_mutants("m.py", source) if m.operator == "return")
+    nodes = [f"tests/test_m.py::test_{i}" for i in range(30)]
+    sel = Selection(nodes=nodes, lines={"2": list(range(30))}, seconds=30.0)
+    plan = Plan(
+        path="m.py",
+        group="g",
+        tests=("tests/test_m.py", "tests/test_crash.py"),
+        all_mutants=[mutant],
+        mutants=[mutant],
+        file_sha="",
+        tests_sha="",
+        coverage={"tests/test_m.py": sel, "tests/test_crash.py": Selection([], {}, 1.0)},
+        blind=("tests/test_crash.py::test_kill",),
+        statement_of=statement_lines(source),
+        spans=statement_spans(source),
+    )
+    ordered = plan.ordered(mutant, kills={"tests/test_m.py": 5})
+    assert ordered[0] == "tests/test_crash.py::test_kill"
+    assert sorted(ordered[1:]) == sorted(nodes)
+    # its file measured as a whole (a line run outside any test): the whole file leads
+    whole = Selection(nodes=[], lines={"2": [-1]}, seconds=1.0)
+    plan.coverage["tests/test_crash.py"] = whole
+    assert plan.ordered(mutant, kills={})[0] == "tests/test_crash.py"
+
+
 def test_a_blind_node_of_a_file_that_runs_whole_is_not_passed_twice() -> None:
     """When the blind test's file has no current measurement it runs whole; passing its node
     before the file would make pytest collect the file once, with that node only (the plain-
