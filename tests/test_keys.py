@@ -1,10 +1,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
+from packager.errors import PassphraseError
 from packager.repo.keys import RoleKey, WrongPassphrase, decrypt_keys, encrypt_keys
+from packager.repo.passphrase import PassphraseSource
+from packager.repo.signing import load_key_file
 
 
 def test_round_trip_and_wrong_passphrase() -> None:
@@ -41,3 +45,22 @@ def test_rejects_other_kdf_params() -> None:
     blob["data"]["kdf"]["params"]["N"] = 16384
     with pytest.raises(ValueError, match="scrypt"):
         decrypt_keys(json.dumps(blob).encode(), "x")
+
+
+@pytest.mark.parametrize(
+    ("phrase", "hint"),
+    [("wrong", ""), ("wr\udcffong", " (it is not valid UTF-8)")],
+    ids=["utf-8", "not-utf-8"],
+)
+def test_a_key_file_the_passphrase_does_not_open(tmp_path: Path, phrase: str, hint: str) -> None:
+    """A ceremony's key file and a passphrase that does not open it: one line naming the role,
+    where the passphrase came from and the file; "not valid UTF-8" only when it is not (a
+    variable holding the byte 0xff arrives as the surrogate \\udcff)."""
+    path = tmp_path / "root.json"
+    path.write_bytes(encrypt_keys([RoleKey.generate()], "right"))
+    source = PassphraseSource(environ={"FLEET_ROOT_PASSPHRASE": phrase})
+    with pytest.raises(PassphraseError) as raised:
+        load_key_file(path, "root", source)
+    assert str(raised.value) == (
+        f"root passphrase from FLEET_ROOT_PASSPHRASE does not open {path}{hint}"
+    )
