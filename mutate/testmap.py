@@ -523,6 +523,7 @@ TESTS: dict[str, tuple[str, ...]] = {
     ),
     "packager/repo/metadata.py": (
         "tests/test_status_rules.py",  # status over real repositories, 8s
+        "tests/test_hsm.py",  # sign(): a token's own error, not python-tuf's wrapper
         "tests/test_repo_files.py",  # published bytes and target names, 2s
         "tests/test_version.py",  # 22 lines, 10s
         "tests/test_deb_writer.py",  # 22 lines, 11s

@@ -43,6 +43,7 @@ from packager.errors import EXIT_USAGE, PackagerError, UsageError
 from packager.repo import hsm
 from packager.repo.hsm import (
     HsmKey,
+    PinError,
     PinSource,
     Pkcs11Uri,
     generate_on_token,
@@ -387,6 +388,40 @@ def test_wrong_pin(token: SoftToken) -> None:
     # the failed login left nothing behind: the right PIN works afterwards
     with HsmKey.open(token.uri("root-key"), role="root", pins=pins()) as key:
         key.sslib_key().verify_signature(key.signer().sign(b"x"), b"x")
+
+
+def test_a_pin_that_is_not_utf8_is_asked_again(token: SoftToken) -> None:
+    """A typed PIN that is not UTF-8 (a terminal in another encoding) is refused in one line and
+    forgotten: the next signature asks again instead of failing on the cached PIN."""
+    generate_on_token(token.uri("root-key"), role="root", pins=pins()).close()
+    answers = iter(["12\udcff34", USER_PIN])
+    asked: list[str] = []
+
+    def prompt(text: str) -> str:
+        asked.append(text)
+        return next(answers)
+
+    source = PinSource(environ={}, prompt=prompt, terminal_available=lambda: True)
+    with HsmKey.open(token.uri("root-key"), role="root", pins=source) as key:
+        with pytest.raises(PinError, match=r"^the PIN for token 'fleet-root' is not valid UTF-8"):
+            key.signer().sign(b"x")
+        key.sslib_key().verify_signature(key.signer().sign(b"x"), b"x")
+    assert len(asked) == 2
+
+
+def test_a_token_error_while_signing_metadata_is_its_own_line(token: SoftToken) -> None:
+    """python-tuf wraps whatever a signer raises in UnsignedMetadataError; a token's one-line
+    error (here a wrong PIN) is what reaches the user, never the wrapper."""
+    generate_on_token(token.uri("root-key"), role="root", pins=pins()).close()
+    expires = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(days=1)
+    md = Metadata(Timestamp(version=1, spec_version=SPEC_VERSION, expires=expires))
+    wrong = pins(FLEET_ROOT_PIN="97531")
+    with (
+        HsmKey.open(token.uri("root-key"), role="root", pins=wrong) as key,
+        pytest.raises(PinError) as err,
+    ):
+        sign(md, [key.signer()])
+    assert "wrong PIN for token 'fleet-root'" in one_line(err.value)
 
 
 def test_wrong_pin_through_the_command_line_process(token: SoftToken, tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from securesystemslib.formats import encode_canonical
 from tuf.api.exceptions import UnsignedMetadataError
-from tuf.api.metadata import Metadata, Root, Signature
+from tuf.api.metadata import Metadata, Root
 from tuf.api.serialization.json import JSONSerializer
 
 from packager.errors import CorruptRepositoryError, PackagerError
@@ -120,7 +120,3 @@ def sign(md: Metadata[Any], signers: list[Any]) -> None:
 
 def file_hash(data: bytes) -> dict[str, str]:
     return {HASH_ALGORITHM: hashlib.new(HASH_ALGORITHM, data).hexdigest()}
-
-
-def signature_keyids(md: Metadata[Any]) -> list[str]:
-    return [sig.keyid for sig in md.signatures.values() if isinstance(sig, Signature)]
