@@ -3,9 +3,13 @@ hostile value is cut but an ordinary one is shown whole."""
 
 from __future__ import annotations
 
-import pytest
+import socket
 
-from packager.fetch.http import TimeoutExceeded
+import pytest
+import requests
+import urllib3
+
+from packager.fetch.http import ConnectError, TimeoutExceeded
 from packager.fetch.targets import _shown_value
 from packager.fetch.verify import _shown
 
@@ -38,3 +42,37 @@ def test_custom_version_boundary() -> None:
     assert _shown_value(exactly) == repr(exactly)
     longer = "v" * 79
     assert _shown_value(longer) == repr(longer)[:80] + "…"
+
+
+@pytest.mark.parametrize(
+    ("cause", "reason"),
+    [
+        (
+            urllib3.exceptions.NameResolutionError(
+                "fleet.invalid",
+                urllib3.connection.HTTPConnection("fleet.invalid", 80),
+                socket.gaierror(socket.EAI_NONAME, "Name or service not known"),
+            ),
+            "cannot resolve the host name",
+        ),
+        (  # no DNS server reachable: only urllib3's class name says it
+            urllib3.exceptions.NameResolutionError(
+                "fleet.invalid",
+                urllib3.connection.HTTPConnection("fleet.invalid", 80),
+                socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution"),
+            ),
+            "cannot resolve the host name",
+        ),
+        (ConnectionRefusedError(111, "Connection refused"), "connection refused"),
+        (OSError(101, "Network is unreachable"), "cannot connect"),
+    ],
+    ids=["no-such-name", "no-dns-server", "refused", "other"],
+)
+def test_a_connection_failure_says_why(cause: Exception, reason: str) -> None:
+    """What requests raises when the host cannot be resolved (urllib3's own exception, wrapped
+    as requests wraps it: no name is looked up here), refused, or anything else."""
+    url = "http://fleet.invalid/timestamp.json"
+    wrapped = requests.exceptions.ConnectionError(
+        urllib3.exceptions.MaxRetryError(None, "/timestamp.json", cause)  # type: ignore[arg-type]
+    )
+    assert str(ConnectError(url, wrapped)) == f"{reason}: {url}"
