@@ -84,6 +84,27 @@ def test_fetch_cache_and_offline(served: tuple[Path, FaultServer], tmp_path: Pat
     assert not (tmp_path / "d").exists()
 
 
+def test_a_cache_entry_that_is_not_a_file_is_downloaded_again(
+    served: tuple[Path, FaultServer], tmp_path: Path
+) -> None:
+    """A FIFO where a cache entry should be (opened without blocking, never read): the target is
+    downloaded again, and the entry is a regular file with the right bytes after the run."""
+    repo, server = served
+    cache = tmp_path / "cache"
+    assert _fetch(repo, server, tmp_path / "a", "--cache-dir", cache).returncode == 0
+    entries = sorted((cache / "targets").iterdir(), key=lambda p: p.stat().st_size)
+    entry = entries[-1]  # osqueryd's, the larger
+    good = entry.read_bytes()
+    entry.unlink()
+    os.mkfifo(entry)
+    before = server.target_bytes()
+    again = _fetch(repo, server, tmp_path / "b", "--cache-dir", cache)
+    assert again.returncode == 0, again.stderr
+    assert server.target_bytes() - before == len(good)  # that one target, downloaded again
+    assert (tmp_path / "b/bin/osqueryd/linux/stable/osqueryd").read_bytes() == good
+    assert entry.is_file() and entry.read_bytes() == good
+
+
 def test_fetch_failure_writes_nothing(served: tuple[Path, FaultServer], tmp_path: Path) -> None:
     repo, server = served
     server.faults["/targets/osqueryd/linux/stable/osqueryd"] = 404
