@@ -4,11 +4,15 @@ accepts for targets."""
 from __future__ import annotations
 
 import json
+import shutil
+import stat
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from packager.errors import UsageError
+from packager.repo.fsutil import move_into_place, temp_path
 from packager.repo.naming import check_name
 from packager.repo.passphrase import PassphraseSource
 from packager.repo.repository import UpdateRepository
@@ -90,3 +94,27 @@ def test_stale_temp_files_removed_links_and_other_names_kept(tmp_path: Path) -> 
     assert not any(p.exists() for p in stale)
     assert link.is_symlink() and outside.read_text() == "keep"
     assert all(p.read_text() == "mine" for p in kept)
+
+
+def test_a_move_across_file_systems_replaces_a_stale_temp_file(tmp_path: Path) -> None:
+    """Across file systems a file is copied to its temp name beside the destination, then
+    renamed. A file already at that name (left by a killed process that had this pid) is
+    replaced, not a reason to fail; the mode travels with the bytes."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("/dev/shm is missing or on the same file system as tmp_path")
+    src_dir = Path(tempfile.mkdtemp(prefix="orbit-test-", dir=shm))
+    try:
+        src = src_dir / "timestamp.json"
+        src.write_bytes(b"new bytes")
+        src.chmod(0o640)
+        dst = tmp_path / "timestamp.json"
+        dst.write_bytes(b"old bytes")
+        stale = temp_path(dst)
+        stale.write_bytes(b"left by a killed process")
+        move_into_place(src, dst)
+        assert dst.read_bytes() == b"new bytes"
+        assert stat.S_IMODE(dst.stat().st_mode) == 0o640
+        assert not stale.exists() and not src.exists()
+    finally:
+        shutil.rmtree(src_dir)
