@@ -1,12 +1,18 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
+from securesystemslib.signer import Key, Signature, Signer
+from tuf.api.exceptions import UnsignedMetadataError
+from tuf.api.metadata import Metadata, Timestamp
 
 from packager.errors import PassphraseError
 from packager.repo.keys import RoleKey, WrongPassphrase, decrypt_keys, encrypt_keys
+from packager.repo.metadata import SPEC_VERSION, sign
 from packager.repo.passphrase import PassphraseSource
 from packager.repo.signing import load_key_file
 
@@ -64,3 +70,32 @@ def test_a_key_file_the_passphrase_does_not_open(tmp_path: Path, phrase: str, hi
     assert str(raised.value) == (
         f"root passphrase from FLEET_ROOT_PASSPHRASE does not open {path}{hint}"
     )
+
+
+class _FailingSigner(Signer):
+    """A signer whose key cannot sign (python-tuf wraps its error in UnsignedMetadataError)."""
+
+    def __init__(self) -> None:
+        self._public = RoleKey.generate().signer().public_key
+
+    @property
+    def public_key(self) -> Key:
+        return self._public
+
+    def sign(self, payload: bytes) -> Signature:
+        raise ValueError("this key cannot sign")
+
+    @classmethod
+    def from_priv_key_uri(
+        cls, priv_key_uri: str, public_key: Key, secrets_handler: Any = None
+    ) -> Signer:
+        raise NotImplementedError
+
+
+def test_a_signer_that_fails_is_never_skipped() -> None:
+    """Metadata signed by two keys, one of which fails: an error, never metadata carrying one
+    signature fewer than asked."""
+    expires = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(days=1)
+    md = Metadata(Timestamp(version=1, spec_version=SPEC_VERSION, expires=expires))
+    with pytest.raises(UnsignedMetadataError):
+        sign(md, [RoleKey.generate().signer(), _FailingSigner()])
