@@ -25,7 +25,10 @@ if [ "${1:-}" = "--test" ]; then
   command -v gcab >/dev/null 2>&1 || need+=(gcab)
   command -v cabextract >/dev/null 2>&1 || need+=(cabextract)
   command -v 7zz >/dev/null 2>&1 || need+=(7zip)
-  command -v wine64 >/dev/null 2>&1 || need+=(wine wine64)
+  # Debian's wine64 puts its loader in /usr/lib/wine, not on PATH: ask dpkg, or every run would
+  # call apt-get again (and fail without root or sudo)
+  installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed'; }
+  { command -v wine >/dev/null 2>&1 && installed wine64; } || need+=(wine wine64)
   # the MSI tests run Wine under ru_RU.UTF-8 (another ANSI codepage), built from these sources
   [ -d /usr/share/i18n/locales ] || need+=(locales)
   command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || need+=(gcc-mingw-w64-x86-64-win32)
