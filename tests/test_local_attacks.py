@@ -22,6 +22,8 @@ import errno
 import hashlib
 import io
 import os
+import secrets
+import shlex
 import shutil
 import signal
 import stat
@@ -790,27 +792,34 @@ def test_signal_while_the_packaging_tool_runs(
 
 
 # A stand-in for nfpm that records which process runs it (its file is named by its own pid,
-# which `exec` hands to sleep) and then waits: a build that never ends by itself.
-_WAITING_NFPM = '#!/bin/sh\necho "$PPID" > "{marks}/$$.tmp" && mv "{marks}/$$.tmp" "{marks}/$$"\nexec sleep 60\n'
+# which `exec` hands to the waiting command) and then waits: a build that never ends by itself.
+_WAITING_NFPM = (
+    '#!/bin/sh\necho "$PPID" > "{marks}/$$.tmp" && mv "{marks}/$$.tmp" "{marks}/$$"\nexec {wait}\n'
+)
+# A wait that keeps nfpm's arguments on its command line (sleep takes none): python -c hands the
+# words after the program to sys.argv, and /proc/PID/cmdline shows them.
+_WAIT_WITH_ARGS = f'{shlex.quote(sys.executable)} -c "import time; time.sleep(60)" "$@"'
 
 
-def _package_many(served: tuple[Path, FaultServer, bytes], outdir: Path) -> list[str]:
+def _package_many(
+    served: tuple[Path, FaultServer, bytes], outdir: Path, *extra: str | Path
+) -> list[str]:
     repo, server, _ = served
     args: list[str | Path] = [
         "package", "--type", "deb,rpm", "--tooling", "native",
         "--update-url", server.url, "--update-roots", repo / "repository" / "root.json",
-        "--fleet-url", "https://fleet.example.com", "--outdir", outdir, "--no-cache",
+        "--fleet-url", "https://fleet.example.com", "--outdir", outdir, "--no-cache", *extra,
     ]  # fmt: skip
     return [str(a) for a in args]
 
 
-def _waiting_tools(tmp_path: Path) -> tuple[Path, Path]:
+def _waiting_tools(tmp_path: Path, wait: str = "sleep 60") -> tuple[Path, Path]:
     """(a PATH directory whose nfpm records itself in marks/ and waits, marks/)."""
     tools, marks = tmp_path / "bin", tmp_path / "marks"
     tools.mkdir()
     marks.mkdir()
     fake = tools / "nfpm"
-    fake.write_text(_WAITING_NFPM.format(marks=marks))
+    fake.write_text(_WAITING_NFPM.format(marks=marks, wait=wait))
     fake.chmod(0o755)
     return tools, marks
 
@@ -922,6 +931,96 @@ def test_one_failed_build_of_several_fails_the_run(
     ]
     assert SECRET not in proc.stdout + proc.stderr
     assert list(outdir.iterdir()) == [] and list(tmpdir.iterdir()) == []
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid``: its children, theirs, and so on (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # ended meanwhile
+        children.setdefault(ppid, []).append(int(entry.name))
+    found: list[int] = []
+    todo = list(children.get(pid, []))
+    while todo:
+        found.append(todo.pop())
+        todo.extend(children.get(found[-1], []))
+    return found
+
+
+@pytest.mark.parametrize("given", ["variable", "argument", "file"])
+def test_enroll_secret_in_no_build_process_arguments_or_environment(
+    served: tuple[Path, FaultServer, bytes], tmp_path: Path, given: str
+) -> None:
+    """`--type deb,rpm` with both builds running nfpm (a stand-in that waits and keeps its
+    arguments on its command line): no process below the command, neither a build process nor
+    nfpm nor any other, has the enroll secret in /proc/PID/cmdline or /proc/PID/environ. Each
+    build gets its job through a pipe; nfpm reads the secret from files in the stage."""
+    secret = f"enroll-{secrets.token_hex(8)}-in-no-child"
+    tools, marks = _waiting_tools(tmp_path, wait=_WAIT_WITH_ARGS)
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    env = _env(tmpdir, PATH=f"{tools}:{os.environ['PATH']}")
+    del env["ORBIT_PACKAGER_ENROLL_SECRET"]
+    extra: list[str | Path] = []
+    if given == "variable":
+        env["ORBIT_PACKAGER_ENROLL_SECRET"] = secret
+    elif given == "argument":
+        extra = ["--enroll-secret", secret]
+    else:
+        secret_file = tmp_path / "enroll-secret"
+        secret_file.write_text(secret + "\n")
+        extra = ["--enroll-secret-file", secret_file]
+    seen: dict[int, tuple[bytes, bytes]] = {}  # pid: (cmdline, environ)
+
+    def look_below(pid: int) -> bool:
+        if len(_recorded(marks)) < 2:
+            return False
+        for child in _descendants(pid):
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # ended meanwhile
+                seen[child] = (
+                    Path(f"/proc/{child}/cmdline").read_bytes(),
+                    Path(f"/proc/{child}/environ").read_bytes(),
+                )
+        return True
+
+    argv = _package_many(served, outdir, *extra)
+    code, stdout, stderr = _interrupt(argv, env, signal.SIGTERM, look_below)
+    _assert_clean_exit(code, stdout, stderr, signal.SIGTERM, tmpdir, outdir / "none")
+    assert secret not in stdout + stderr
+    tools_to_builds = _recorded(marks)
+    builds = set(tools_to_builds.values())
+    assert len(tools_to_builds) == 2 and len(builds) == 2, tools_to_builds  # a process each
+    # Not vacuous: both builds and both tools were read, alive, nfpm with its arguments.
+    assert {*tools_to_builds, *builds} <= seen.keys(), (tools_to_builds, sorted(seen))
+    assert all(seen[pid][0] and seen[pid][1] for pid in (*tools_to_builds, *builds))
+    assert all(b"--packager" in seen[tool][0] for tool in tools_to_builds)
+    needle = secret.encode()
+    leaks = [  # (pid, its command, where: the argument or the variable's name)
+        (pid, cmdline.split(b"\0")[:3], where.split(b"=")[0] if what == "environ" else where)
+        for pid, (cmdline, environ) in sorted(seen.items())
+        for what, data in (("cmdline", cmdline), ("environ", environ))
+        for where in data.split(b"\0")
+        if needle in where
+    ]
+    # A known gap, not the design: the build processes (and multiprocessing's resource tracker)
+    # inherit the command's environment, the variable the user gave the secret in with it. Only
+    # that is let pass (as an xfail); any other leak fails, nfpm's environment above all.
+    inherited = [
+        leak
+        for leak in leaks
+        if b"from multiprocessing." in seen[leak[0]][0]
+        and leak[2] == b"ORBIT_PACKAGER_ENROLL_SECRET"
+    ]
+    assert [leak for leak in leaks if leak not in inherited] == [], leaks
+    if inherited:
+        pytest.xfail(f"the variable is inherited by the processes of multiprocessing: {inherited}")
 
 
 @pytest.mark.parametrize(
