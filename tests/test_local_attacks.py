@@ -824,6 +824,17 @@ def _waiting_tools(tmp_path: Path, wait: str = "sleep 60") -> tuple[Path, Path]:
     return tools, marks
 
 
+def _waiting_run(tmp_path: Path, wait: str = "sleep 60") -> tuple[Path, Path, Path, dict[str, str]]:
+    """(marks/, an empty $TMPDIR, an empty --outdir, the command's environment) for a run whose
+    nfpm is the stand-in of _waiting_tools, found first on PATH."""
+    tools, marks = _waiting_tools(tmp_path, wait)
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    return marks, tmpdir, outdir, _env(tmpdir, PATH=f"{tools}:{os.environ['PATH']}")
+
+
 def _running(pid: int) -> bool:
     """Whether ``pid`` is a live process (an unreaped zombie has ended)."""
     try:
@@ -845,12 +856,7 @@ def test_signal_while_several_builds_run(
     """`--type deb,rpm`: each build runs in a process of its own, both running nfpm (a stand-in
     that waits). The signal goes to the command alone, as `kill PID` sends it: within seconds
     both build processes and both tools are gone, the stages removed, nothing written."""
-    tools, marks = _waiting_tools(tmp_path)
-    tmpdir = tmp_path / "tmp"
-    tmpdir.mkdir()
-    outdir = tmp_path / "out"
-    outdir.mkdir()
-    env = _env(tmpdir, PATH=f"{tools}:{os.environ['PATH']}")
+    marks, tmpdir, outdir, env = _waiting_run(tmp_path)
     seen: dict[str, float] = {}
 
     def both_running(pid: int) -> bool:
@@ -876,12 +882,7 @@ def test_build_processes_end_with_the_command(
 ) -> None:
     """SIGKILL leaves the command no chance to stop its builds: the kernel tells them
     (PR_SET_PDEATHSIG) and each stops its tool and ends, instead of building for nobody."""
-    tools, marks = _waiting_tools(tmp_path)
-    tmpdir = tmp_path / "tmp"
-    tmpdir.mkdir()
-    outdir = tmp_path / "out"
-    outdir.mkdir()
-    env = _env(tmpdir, PATH=f"{tools}:{os.environ['PATH']}")
+    marks, _, outdir, env = _waiting_run(tmp_path)
     with subprocess.Popen(
         [sys.executable, "-m", "packager", *_package_many(served, outdir)],
         env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -961,12 +962,7 @@ def test_enroll_secret_in_no_build_process_arguments_or_environment(
     nfpm nor any other, has the enroll secret in /proc/PID/cmdline or /proc/PID/environ. Each
     build gets its job through a pipe; nfpm reads the secret from files in the stage."""
     secret = f"enroll-{secrets.token_hex(8)}-in-no-child"
-    tools, marks = _waiting_tools(tmp_path, wait=_WAIT_WITH_ARGS)
-    tmpdir = tmp_path / "tmp"
-    tmpdir.mkdir()
-    outdir = tmp_path / "out"
-    outdir.mkdir()
-    env = _env(tmpdir, PATH=f"{tools}:{os.environ['PATH']}")
+    marks, tmpdir, outdir, env = _waiting_run(tmp_path, wait=_WAIT_WITH_ARGS)
     del env["ORBIT_PACKAGER_ENROLL_SECRET"]
     extra: list[str | Path] = []
     if given == "variable":

@@ -28,7 +28,7 @@ from mutate.harness import (
     statement_lines,
     statement_spans,
 )
-from mutate.operators import python_mutants
+from mutate.operators import Mutant, python_mutants
 
 TOY = '''def is_big(x: int) -> bool:
     """Whether x is over ten."""
@@ -219,25 +219,43 @@ def test_a_survivor_of_the_cut_list_runs_the_rest(
     assert kills["toy/calc.py"]["tests/test_edge.py"] == 1
 
 
-def test_a_test_coverage_cannot_see_is_selected_anyway() -> None:
-    """A crash test's work runs in children killed with SIGKILL, which never write coverage
-    data: listed as blind for a module, it runs for each of its mutants, first."""
+def _plan_of_f(
+    tests: tuple[str, ...], coverage: dict[str, Selection], blind: tuple[str, ...]
+) -> tuple[Plan, Mutant]:
+    """The plan of m.py (``def f(x): return x + 1``) with one mutant, its ``return`` one."""
     source = b"def f(x):\n    return x + 1\n"
     mutant = next(m for m in python_mutants("m.py", source) if m.operator == "return")
-    sel = Selection(nodes=["tests/test_m.py::test_f"], lines={"2": [0]}, seconds=1.0)
     plan = Plan(
         path="m.py",
         group="g",
-        tests=("tests/test_m.py", "tests/test_crash.py"),
+        tests=tests,
         all_mutants=[mutant],
         mutants=[mutant],
         file_sha="",
         tests_sha="",
-        coverage={"tests/test_m.py": sel, "tests/test_crash.py": Selection([], {}, 1.0)},
-        blind=("tests/test_crash.py::test_kill",),
+        coverage=coverage,
+        blind=blind,
         statement_of=statement_lines(source),
         spans=statement_spans(source),
     )
+    return plan, mutant
+
+
+def _crash_plan(sel: Selection) -> tuple[Plan, Mutant]:
+    """_plan_of_f with tests/test_m.py measured as ``sel`` and tests/test_crash.py, whose
+    test_kill is blind, measured as running nothing."""
+    return _plan_of_f(
+        tests=("tests/test_m.py", "tests/test_crash.py"),
+        coverage={"tests/test_m.py": sel, "tests/test_crash.py": Selection([], {}, 1.0)},
+        blind=("tests/test_crash.py::test_kill",),
+    )
+
+
+def test_a_test_coverage_cannot_see_is_selected_anyway() -> None:
+    """A crash test's work runs in children killed with SIGKILL, which never write coverage
+    data: listed as blind for a module, it runs for each of its mutants, first."""
+    sel = Selection(nodes=["tests/test_m.py::test_f"], lines={"2": [0]}, seconds=1.0)
+    plan, mutant = _crash_plan(sel)
     assert plan.tests_for(mutant) == ["tests/test_crash.py::test_kill", "tests/test_m.py::test_f"]
 
 
@@ -245,23 +263,9 @@ def test_blind_tests_lead_whatever_the_scores() -> None:
     """Thirty tests each run the mutated line and score above 0; the blind test, scored 0 by a
     coverage that cannot see it, still comes first, inside the first --max-tests batch (the
     transaction.py roll-forward mutants survived three runs behind 25 scored tests)."""
-    source = b"def f(x):\n    return x + 1\n"
-    mutant = next(m for m in python_mutants("m.py", source) if m.operator == "return")
     nodes = [f"tests/test_m.py::test_{i}" for i in range(30)]
     sel = Selection(nodes=nodes, lines={"2": list(range(30))}, seconds=30.0)
-    plan = Plan(
-        path="m.py",
-        group="g",
-        tests=("tests/test_m.py", "tests/test_crash.py"),
-        all_mutants=[mutant],
-        mutants=[mutant],
-        file_sha="",
-        tests_sha="",
-        coverage={"tests/test_m.py": sel, "tests/test_crash.py": Selection([], {}, 1.0)},
-        blind=("tests/test_crash.py::test_kill",),
-        statement_of=statement_lines(source),
-        spans=statement_spans(source),
-    )
+    plan, mutant = _crash_plan(sel)
     ordered = plan.ordered(mutant, kills={"tests/test_m.py": 5})
     assert ordered[0] == "tests/test_crash.py::test_kill"
     assert sorted(ordered[1:]) == sorted(nodes)
@@ -275,20 +279,10 @@ def test_a_blind_node_of_a_file_that_runs_whole_is_not_passed_twice() -> None:
     """When the blind test's file has no current measurement it runs whole; passing its node
     before the file would make pytest collect the file once, with that node only (the plain-
     checkout node hid every golden test from render.py's mutants that way)."""
-    source = b"def f(x):\n    return x + 1\n"
-    mutant = next(m for m in python_mutants("m.py", source) if m.operator == "return")
-    plan = Plan(
-        path="m.py",
-        group="g",
+    plan, mutant = _plan_of_f(
         tests=("tests/test_golden.py",),
-        all_mutants=[mutant],
-        mutants=[mutant],
-        file_sha="",
-        tests_sha="",
         coverage={},  # stale: the file runs whole
         blind=("tests/test_golden.py::test_plain_checkout",),
-        statement_of=statement_lines(source),
-        spans=statement_spans(source),
     )
     assert plan.tests_for(mutant) == ["tests/test_golden.py"]
 
