@@ -113,6 +113,7 @@ class CodePool:
 
 
 def padded_executable(pool: CodePool, fixture: str, size: int, dest: Path) -> Path:
+    dest.parent.mkdir(parents=True, exist_ok=True)  # a measure run alone comes here first
     with dest.open("wb") as f:
         pool.write_padded(f, (EXE / fixture).read_bytes(), size)
     return dest
