@@ -86,7 +86,6 @@ def test_one_round_of_every_measure_on_small_inputs(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []  # the private directory is removed at exit
 
 
-
 def test_a_measure_run_alone_builds_its_own_inputs(tmp_path: Path) -> None:
     """`--only add` first touches the inputs directory itself (it once crashed there)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLEET_", "BENCH_"))}
@@ -103,6 +102,7 @@ def test_a_measure_run_alone_builds_its_own_inputs(tmp_path: Path) -> None:
     assert proc.returncode in (0, 1), proc.stderr
     assert proc.stdout.startswith(LABELS["add"]), proc.stdout
     assert list(tmp_path.iterdir()) == []
+
 
 def result(value: float, goal: float = 1.1, unit: str = "ratio") -> Result:
     return Result("deb", "deb warm", goal, unit, value, 2.0, 2.0, "nfpm", 1.0, 1.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -300,6 +301,7 @@ def package(
         requests, notes = _command_line_requests(package_type, flags)
     for note in dict.fromkeys([*notes, *(n for r in requests for n in r.notes)]):
         click.echo(f"orbit-packager: note: {note}", err=True)
+    _forget_secret_variables(requests)
     with cache_errors(requests[0].cache_dir), command_timeout(timeout):
         results = build_packages(requests)
     if as_json:
@@ -315,6 +317,17 @@ def package(
             f"Generated {result.path} ({result.package_type}, fleet-osquery {result.version}, "
             f"{result.size} bytes, sha256 {result.sha256})"
         )
+
+
+def _forget_secret_variables(requests: list[BuildRequest]) -> None:
+    """Drop from this process's environment every variable holding an enroll secret of the run
+    (ORBIT_PACKAGER_ENROLL_SECRET, a --config file's enroll-secret-env), now that the requests
+    hold it: the build processes, nfpm and docker would otherwise inherit it, readable in
+    /proc/PID/environ for as long as they run."""
+    held = {r.enroll_secret for r in requests if r.enroll_secret}
+    for name, value in list(os.environ.items()):
+        if value in held:
+            del os.environ[name]
 
 
 def _matrix_requests(
