@@ -152,12 +152,13 @@ class Bench:
         if not copy.is_dir():
             raise BenchError(f"the nfpm shim was not run by `package --type {kind}`")
         args = Path(f"{copy}.args").read_text().splitlines()
-        if kind == "deb":
+        if kind in ("deb", "rpm"):
             # Our deb has nfpm write data.tar uncompressed and compresses it while dropping
-            # system directories (writers/deb.py); nfpm alone must make the same gzip'd deb,
-            # so its config differs from ours in that one setting.
+            # system directories (writers/deb.py), our rpm has it write the payload stored and
+            # compresses it (writers/rpm.py); nfpm alone must make the same gzip'd package, so
+            # its config differs from ours in that one setting.
             config = json.loads((copy / args[args.index("--config") + 1]).read_text())
-            config["deb"]["compression"] = "gzip"
+            config[kind]["compression"] = "gzip"
             (copy / "nfpm-bench.json").write_text(json.dumps(config))
             args[args.index("--config") + 1] = "nfpm-bench.json"
         return copy, [real_nfpm(), *args]

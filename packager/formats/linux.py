@@ -41,6 +41,9 @@ from packager.render import render
 from packager.tooling import ToolError
 from packager.writers.archpkg import finish_archpkg
 from packager.writers.deb import finish_deb
+from packager.writers.rpm import NFPM_COMPRESSION as RPM_NFPM_COMPRESSION
+from packager.writers.rpm import RpmFormatError, finish_rpm
+from packager.writers.tarblocks import TarFormatError
 
 ORBIT_ROOT = "/opt/orbit"
 PACKAGE_NAME = "fleet-osquery"
@@ -259,7 +262,10 @@ class LinuxBuilder:
             # Uncompressed: finish_deb filters and compresses data.tar in one pass.
             "deb": {"compression": "none"},
             "rpm": {
-                "compression": req.effective_compression,
+                # Stored: finish_rpm compresses the payload on every core (gzip only).
+                "compression": RPM_NFPM_COMPRESSION
+                if req.effective_compression == "gzip"
+                else req.effective_compression,
                 "group": "System Environment/Daemons",
                 "summary": "Fleet osquery -- runtime and autoupdater",
                 "buildhost": "orbit-packager",
@@ -290,8 +296,9 @@ class LinuxBuilder:
         payload = self.payload(ctx)
         config_path = ctx.stage / "nfpm.json"
         config_path.write_text(json.dumps(self.nfpm_config(ctx, payload), indent=2))
+        rpm_finished = ctx.request.effective_compression == "gzip"
         target = {
-            "rpm": output,
+            "rpm": ctx.stage / "nfpm-stored.rpm" if rpm_finished else output,
             "deb": ctx.stage / "nfpm-uncompressed.deb",
             ARCH_LINUX: ctx.stage / "nfpm.pkg.tar.zst",
         }[self.package_type]
@@ -310,13 +317,21 @@ class LinuxBuilder:
             what=f"nfpm ({self.package_type})",
         )
         owned = frozenset(e.path for e in payload.entries if e.kind == "dir")
-        if self.package_type == "deb":
-            dropped = finish_deb(
-                target, output, owned_dirs=owned, compression=ctx.request.effective_compression
-            )
-        elif self.package_type == ARCH_LINUX:
-            dropped = finish_archpkg(target, output, owned_dirs=owned)
-        else:
-            return
+        try:
+            if self.package_type == "deb":
+                compression = ctx.request.effective_compression
+                dropped = finish_deb(target, output, owned_dirs=owned, compression=compression)
+            elif self.package_type == ARCH_LINUX:
+                dropped = finish_archpkg(target, output, owned_dirs=owned)
+            elif rpm_finished:
+                finish_rpm(target, output)
+                dropped = []
+            else:
+                return
+        except (TarFormatError, RpmFormatError) as exc:
+            raise ToolError(
+                f"the {self.package_type} nfpm wrote cannot be finished: {exc}",
+                hint="use the nfpm orbit-packager pins (pyproject.toml), or --tooling docker",
+            ) from None
         check_dropped_dirs(dropped, payload)
         target.unlink()
