@@ -266,7 +266,10 @@ class UpdateClient:
             config=UpdaterConfig(targets_max_length=50_000_000),
             bootstrap=trusted_root,
         )
-        self._refreshed = False
+        # After refresh(): each verified role file as fetched, and its parsed "signed" part
+        # (read and parsed once: targets.json can list thousands of targets).
+        self._raw: dict[str, bytes] = {}
+        self._signed: dict[str, dict[str, Any]] = {}
 
     def close(self) -> None:
         if self._tmp is not None:
@@ -282,27 +285,30 @@ class UpdateClient:
 
     # -- metadata ----------------------------------------------------------------------------
     def refresh(self) -> None:
-        if self._refreshed:
+        if self._signed:
             return
         with self._explained():
             self.updater.refresh()
+        raw: dict[str, bytes] = {}
+        signed: dict[str, dict[str, Any]] = {}
         for role in ("root", "timestamp", "snapshot", "targets"):
-            # The raw files are what the installers carry and what roles() reads.
-            signed = json.loads((self.metadata_dir / f"{role}.json").read_bytes())["signed"]
-            problem = _version_problem(signed)
+            # The raw files are what the installers carry; roles() and targets() read them.
+            raw[role] = (self.metadata_dir / f"{role}.json").read_bytes()
+            signed[role] = json.loads(raw[role])["signed"]
+            problem = _version_problem(signed[role])
             if problem:
                 raise FetchError(
                     f"the update server's {role}.json {problem}",
                     hint="a TUF repository writes whole numbers: tampered with, or written by"
                     " a broken tool",
                 )
-        self._refreshed = True
+        self._raw, self._signed = raw, signed
 
     def roles(self) -> list[RoleInfo]:
         self.refresh()
         out = []
         for role in ("root", "targets", "snapshot", "timestamp"):
-            signed = json.loads((self.metadata_dir / f"{role}.json").read_bytes())["signed"]
+            signed = self._signed[role]
             expires = parse_expires(signed["expires"])  # UTC, also for go-tuf's -03:00
             out.append(RoleInfo(role, int(signed["version"]), expires))
         return out
@@ -311,14 +317,13 @@ class UpdateClient:
         """The verified top-level role files, as fetched (for the agent's local store)."""
         self.refresh()
         return {
-            f"{role}.json": (self.metadata_dir / f"{role}.json").read_bytes()
-            for role in ("root", "targets", "snapshot", "timestamp")
+            f"{role}.json": self._raw[role] for role in ("root", "targets", "snapshot", "timestamp")
         }
 
     def targets(self, patterns: list[str] | None = None) -> dict[str, TargetFile]:
         """Every target path the trusted targets metadata lists (optionally glob-filtered)."""
         self.refresh()
-        listed = json.loads((self.metadata_dir / "targets.json").read_bytes())["signed"]["targets"]
+        listed = self._signed["targets"]["targets"]
         out: dict[str, TargetFile] = {}
         for path in sorted(listed):
             if patterns and not any(fnmatch.fnmatchcase(path, p) for p in patterns):
@@ -434,8 +439,8 @@ class UpdateClient:
         """Where ``path`` is served: hash-prefixed with consistent snapshots (as ngclient: the
         first hash listed)."""
         base = self.update_url + "/targets/"
-        root = json.loads((self.metadata_dir / "root.json").read_bytes())["signed"]
-        if not root.get("consistent_snapshot"):
+        self.refresh()
+        if not self._signed["root"].get("consistent_snapshot"):
             return base + path
         directory, sep, name = path.rpartition("/")
         return f"{base}{directory}{sep}{next(iter(info.hashes.values()))}.{name}"
