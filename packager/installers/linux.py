@@ -2,8 +2,9 @@
 
 Each is streamed once: metadata members are read (bounded), files under ``/opt/orbit`` are
 written to the work directory, everything else is skipped. tarfile reads the deb's and Arch's
-tar streams; rpm's header and newc cpio payload are parsed here, since the one Python reader
-(rpmfile) holds a zstd payload in memory and our rpms are up to hundreds of MB.
+tar streams; rpm's headers (with ``writers.rpm.read_header``, the reader our rpm finisher uses)
+and newc cpio payload are parsed here, since the one Python reader (rpmfile) holds a zstd payload
+in memory and our rpms are up to hundreds of MB.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from packager.installers.model import (
     orbit_relative,
     read_small,
 )
+from packager.writers.rpm import LEAD, LEAD_MAGIC, RpmFormatError, read_header
 
 ORBIT_ROOT = "/opt/orbit"
 ENV_FILE = "/etc/default/orbit"
@@ -253,8 +255,6 @@ def _read_archpkg(path: Path, workdir: Path) -> InstallerContents:
 
 # -- rpm ---------------------------------------------------------------------------------------
 
-_RPM_LEAD = b"\xed\xab\xee\xdb"
-_HEADER_MAGIC = b"\x8e\xad\xe8\x01"
 _TAGS = {1000: "name", 1001: "version", 1002: "release", 1022: "arch", 1125: "compressor"}
 
 
@@ -263,31 +263,23 @@ def read_rpm(path: Path, workdir: Path) -> InstallerContents:
 
 
 def _rpm_header(f: IO[bytes], align: bool) -> dict[str, str]:
-    intro = f.read(16)
-    if len(intro) != 16 or intro[:4] != _HEADER_MAGIC:
-        raise InstallerFormatError("bad rpm header")
-    count, store_size = struct.unpack(">II", intro[8:16])
-    if count > 100_000 or store_size > 64 * 1024 * 1024:
-        raise InstallerFormatError("rpm header too large")
-    index = f.read(16 * count)
-    store = f.read(store_size)
-    if len(index) != 16 * count or len(store) != store_size:
-        raise InstallerFormatError("truncated rpm header")
-    if align and store_size % 8:
-        f.read(8 - store_size % 8)
+    try:
+        header = read_header(f, padded=align)
+    except RpmFormatError as exc:
+        raise InstallerFormatError(str(exc)) from None
     out: dict[str, str] = {}
-    for i in range(count):
-        tag, kind, offset, _n = struct.unpack(">iiii", index[16 * i : 16 * i + 16])
-        if tag in _TAGS and kind in (6, 8, 9) and 0 <= offset < store_size:  # string types
-            out[_TAGS[tag]] = store[offset : store.index(b"\0", offset)].decode("utf-8")
+    for tag, name in _TAGS.items():
+        value = header.string(tag)
+        if value is not None:
+            out[name] = value
     return out
 
 
 def _read_rpm(path: Path, workdir: Path) -> InstallerContents:
     tree = _Tree(workdir)
     with open(path, "rb") as f:
-        lead = f.read(96)
-        if len(lead) != 96 or lead[:4] != _RPM_LEAD:
+        lead = f.read(LEAD)
+        if len(lead) != LEAD or lead[:4] != LEAD_MAGIC:
             raise InstallerFormatError(f"{path.name} is not an rpm (no lead)")
         _rpm_header(f, align=True)  # the signature header
         tags = _rpm_header(f, align=False)

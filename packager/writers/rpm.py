@@ -27,7 +27,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from packager.writers.parallel import ParallelGzip
 
@@ -42,7 +42,7 @@ HEADER_MAGIC = b"\x8e\xad\xe8\x01"
 CHUNK = 1024 * 1024
 
 # Tag types (rpm's header format)
-_INT32, _STRING, _BIN, _STRING_ARRAY = 4, 6, 7, 8
+_INT32, _STRING, _BIN, _STRING_ARRAY, _I18N_STRING = 4, 6, 7, 8, 9
 
 # Signature header tags
 _SIG_SIZE, _SIG_MD5, _SIG_SHA1, _SIG_SHA256, _SIG_PAYLOADSIZE = 1000, 1004, 269, 273, 1007
@@ -64,11 +64,22 @@ class _Field:
 
 
 @dataclass
-class _Header:
+class RpmHeader:
+    """One rpm header (the signature or the main one) as read: its bytes and its index."""
+
     start: int  # file offset of the header's magic
     end: int  # file offset after its data store (and the signature header's padding)
-    fields: dict[int, tuple[int, int, int]]  # tag: (type, absolute offset, count)
+    fields: dict[int, tuple[int, int, int]]  # tag: (type, absolute file offset, count)
     raw: bytes
+
+    def string(self, tag: int) -> str | None:
+        """The first string of ``tag`` (a string, string array or i18n string), else None."""
+        kind, offset, _ = self.fields.get(tag, (0, 0, 0))
+        if kind not in (_STRING, _STRING_ARRAY, _I18N_STRING):
+            return None
+        local = offset - self.start
+        end = self.raw.find(b"\0", local)
+        return self.raw[local : end if end >= 0 else len(self.raw)].decode("utf-8", "replace")
 
     def field(self, tag: int, kind: int, length: int, count: int = 1) -> _Field:
         """The value of ``tag``, which must have type ``kind`` and ``count`` values; for
@@ -92,7 +103,9 @@ class _Header:
         return self.raw[local : local + f.length]
 
 
-def _read_header(src: BinaryIO, *, padded: bool) -> _Header:
+def read_header(src: IO[bytes], *, padded: bool) -> RpmHeader:
+    """The rpm header at ``src``'s position (the signature header is ``padded`` to 8 bytes);
+    also what ``inspect`` reads rpms with (packager.installers.linux)."""
     start = src.tell()
     intro = src.read(16)
     if len(intro) != 16 or intro[:4] != HEADER_MAGIC:
@@ -112,7 +125,7 @@ def _read_header(src: BinaryIO, *, padded: bool) -> _Header:
         if not 0 <= offset < store:
             raise RpmFormatError(f"rpm header tag {tag} points outside its data")
         fields[tag] = (kind, data_at + offset, n)
-    return _Header(start, src.tell(), fields, intro + body)
+    return RpmHeader(start, src.tell(), fields, intro + body)
 
 
 def finish_rpm(source: Path, output: Path, level: int = GZIP_LEVEL) -> None:
@@ -131,8 +144,8 @@ def _finish(source: Path, output: Path, level: int) -> None:
         lead = src.read(LEAD)
         if len(lead) != LEAD or lead[:4] != LEAD_MAGIC:
             raise RpmFormatError(f"{source.name}: not an rpm")
-        sig = _read_header(src, padded=True)
-        main = _read_header(src, padded=False)
+        sig = read_header(src, padded=True)
+        main = read_header(src, padded=False)
         if main.value(main.field(_PAYLOADCOMPRESSOR, _STRING, 4)) != b"gzip":
             raise RpmFormatError("rpm payload is not gzip")
         algo = main.field(_PAYLOADDIGESTALGO, _INT32, 4)
