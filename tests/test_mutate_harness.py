@@ -300,3 +300,25 @@ def test_deriving_the_map_without_coverage_stops_at_once(
     err = capsys.readouterr().err
     assert f"coverage is not importable from --coverage-path {empty}" in err
     assert f"pip install --target {empty} coverage" in err
+
+
+def test_every_python_module_of_a_group_has_tests_mapped() -> None:
+    """A module with no entry is never mutated at all (its mutants only count as "not run"):
+    writers/parallel.py and the new writers/rpm.py went unmapped that way."""
+    from mutate import testmap
+
+    root = Path(__file__).resolve().parent.parent
+    modules = []
+    for prefixes in testmap.GROUPS.values():
+        for prefix in prefixes:
+            top = root / prefix
+            modules += sorted(top.rglob("*.py")) if top.is_dir() else [top]
+    empty_init = [m for m in modules if m.name == "__init__.py" and not m.stat().st_size]
+    missing = [
+        m.relative_to(root).as_posix()
+        for m in modules
+        if m.suffix == ".py"
+        and m not in empty_init
+        and not testmap.TESTS.get(m.relative_to(root).as_posix())
+    ]
+    assert missing == []
