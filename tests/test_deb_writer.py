@@ -107,3 +107,47 @@ def test_package_compressions_are_readable_by_dpkg(
     }
     assert "/opt/orbit/bin/orbit/linux/stable/orbit" in paths
     assert not paths & SYSTEM_DIRS
+
+
+# -- the tar block helpers the finishers share (writers/tarblocks.py), read back by tarfile ------
+
+
+def _header(name: str, size: int, fmt: int) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    return info.tobuf(format=fmt)[:512]
+
+
+def test_tar_size_reads_octal_and_gnu_base256() -> None:
+    from packager.writers.tarblocks import tar_size
+
+    assert tar_size(_header("a", 12345, tarfile.USTAR_FORMAT)) == 12345
+    # 8 GiB - 1: eleven octal digits from "7"; 1 GiB: from "1" (odd bytes, not base-256 either)
+    for size in (8**11 - 1, 8**10):
+        assert tar_size(_header("a", size, tarfile.USTAR_FORMAT)) == size
+    big = 8**11 + 7  # over 11 octal digits: GNU writes base-256 (first byte 0x80)
+    header = _header("a", big, tarfile.GNU_FORMAT)
+    assert header[124] & 0x80
+    assert tar_size(header) == big
+
+
+def test_tar_name_joins_the_ustar_prefix_and_keeps_100_characters() -> None:
+    from packager.writers.tarblocks import tar_name
+
+    full = "n" * 100  # exactly the name field: no NUL after it
+    assert tar_name(_header(full, 0, tarfile.USTAR_FORMAT)) == full.encode()
+    deep = "d" * 60 + "/" + "f" * 90  # too long for the name field: prefix + name
+    assert tar_name(_header(deep, 0, tarfile.USTAR_FORMAT)) == deep.encode()
+
+
+def test_with_size_rewrites_size_and_checksum_and_refuses_what_octal_cannot_hold() -> None:
+    from packager.writers.tarblocks import TarFormatError, with_size
+
+    header = _header("opt/orbit/x", 5, tarfile.USTAR_FORMAT)
+    resized = with_size(header, 8**11 - 1)
+    info = tarfile.TarInfo.frombuf(resized, "utf-8", "surrogateescape")  # checks the checksum
+    assert (info.name, info.size) == ("opt/orbit/x", 8**11 - 1)
+    with pytest.raises(TarFormatError, match="header cannot take this size"):
+        with_size(header, 8**11)
+    with pytest.raises(TarFormatError, match="header cannot take this size"):
+        with_size(header[:511], 5)

@@ -391,3 +391,27 @@ def test_xml_templates_escape_every_value() -> None:
     assert hostile not in info
     assert 'identifier="a&#34;b&lt;c&gt;&amp;d&#39;.base.pkg"' in info
     ET.fromstring(info)  # noqa: S314 - our own output: still well-formed XML
+
+
+def test_cpio_payload_symlinks_and_files_read_back_by_gnu_cpio(tmp_path: Path) -> None:
+    """GNU cpio (no code shared with ours) extracts a payload with a symbolic link, a file and
+    a directory: each entry's header before its data, the link's target as its data."""
+    root = tmp_path / "root"
+    (root / "opt/orbit/bin").mkdir(parents=True)
+    (root / "opt/orbit/bin/orbit").write_bytes(b"\x7fELF" + bytes(range(256)) * 40)
+    (root / "opt/orbit/link").symlink_to("bin/orbit")
+    write_cpio_gz(root, tmp_path / "Payload", mtime=0)
+    out = tmp_path / "out"
+    out.mkdir()
+    raw = gzip.decompress((tmp_path / "Payload").read_bytes())
+    subprocess.run(
+        ["cpio", "-idm", "--quiet", "--no-absolute-filenames"],
+        input=raw,
+        cwd=out,
+        check=True,
+        capture_output=True,
+    )
+    found = next(out.rglob("link"))
+    assert found.is_symlink() and str(found.readlink()) == "bin/orbit"
+    orbit = next(out.rglob("orbit/bin/orbit"))
+    assert orbit.read_bytes() == (root / "opt/orbit/bin/orbit").read_bytes()
