@@ -505,3 +505,32 @@ def test_package_code_follows_the_files_bytes(tmp_path: Path) -> None:
     assert revision and revision != [
         line for line in _summary(b).splitlines() if line.startswith("Revision")
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "codepage"),
+    [
+        ("plain", 1252),
+        ("Łódź", 1250),
+        ("ключ", 1251),
+        ("κλειδί", 1253),
+        ("dağ", 1254),
+        ("rakstāmā", 1257),
+        ("מפתח", 1255),
+        ("مفتاح", 1256),
+        ("khóa ₫", 1258),
+        ("กุญแจ", 874),
+        ("かぎ", 932),
+        ("钥匙", 936),
+        ("열쇠", 949),
+        ("emoji \U0001f511", None),
+    ],
+)
+def test_every_codepage_is_chosen_for_its_script(text: str, codepage: int | None) -> None:
+    """The first Windows codepage that holds every string, one script per entry of the list
+    (950, Big5, comes after 936, GBK, which holds traditional characters too)."""
+    from packager.writers.msidb import choose_codepage
+
+    assert choose_codepage(["ascii", text]) == codepage
+    if codepage is not None:
+        text.encode(f"cp{codepage}")  # and it does hold it
