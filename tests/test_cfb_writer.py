@@ -298,12 +298,13 @@ def test_mini_stream_in_root_entry() -> None:
     assert _ole(raw).openstream("c").read() == b""
 
 
-def test_file_that_changes_size(tmp_path: Path) -> None:
+@pytest.mark.parametrize("now", [9_000, 11_000], ids=["shrank", "grew"])
+def test_file_that_changes_size(tmp_path: Path, now: int) -> None:
     path = tmp_path / "f"
     path.write_bytes(b"x" * 10_000)
     writer = CompoundFileWriter(io.BytesIO())
     writer.add_stream_file("f", path)
-    path.write_bytes(b"x" * 9_000)
+    path.write_bytes(b"x" * now)
     with pytest.raises(ValueError, match="changed size"):
         writer.close()
 
