@@ -151,3 +151,13 @@ def test_with_size_rewrites_size_and_checksum_and_refuses_what_octal_cannot_hold
         with_size(header, 8**11)
     with pytest.raises(TarFormatError, match="header cannot take this size"):
         with_size(header[:511], 5)
+
+
+def test_skip_reads_past_a_member_and_refuses_a_truncated_one() -> None:
+    from packager.writers.tarblocks import TarFormatError, skip
+
+    stream = io.BytesIO(b"a" * 3000 + b"rest")
+    skip(stream, 3000)
+    assert stream.read() == b"rest"
+    with pytest.raises(TarFormatError, match="truncated tar member"):
+        skip(io.BytesIO(b"a" * 10), 11)
