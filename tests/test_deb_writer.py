@@ -7,6 +7,7 @@ import io
 import subprocess
 import tarfile
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -112,7 +113,7 @@ def test_package_compressions_are_readable_by_dpkg(
 # -- the tar block helpers the finishers share (writers/tarblocks.py), read back by tarfile ------
 
 
-def _header(name: str, size: int, fmt: int) -> bytes:
+def _header(name: str, size: int, fmt: Literal[0, 1, 2]) -> bytes:
     info = tarfile.TarInfo(name)
     info.size = size
     return info.tobuf(format=fmt)[:512]
