@@ -418,8 +418,10 @@ print(json.dumps(seen))
     mounts = [argv[i + 1] for i, a in enumerate(argv) if a in ("--mount", "-v", "--volume")]
     assert len(mounts) == 1 and mounts[0].endswith(",target=/build"), mounts
     source = mounts[0].split('"source=')[1].split('"')[0]
-    assert Path(source).name.startswith("orbit-packager-build-")
-    assert not Path(source).exists()  # the private stage is gone after the build
+    # the build's stage (one per installer of the run) inside the run's private directory
+    assert Path(source).name == "0-deb"
+    assert Path(source).parent.name.startswith("orbit-packager-build-")
+    assert not Path(source).parent.exists()  # the private directory is gone after the build
     envs = sorted(argv[i + 1].split("=")[0] for i, a in enumerate(argv) if a == "--env")
     assert envs == ["HOME", "LC_ALL", "TMPDIR"]
     assert argv[argv.index("--entrypoint") + 1] == "nfpm"
