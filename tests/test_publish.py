@@ -16,6 +16,7 @@ import os
 import shutil
 import stat
 import tempfile
+import time
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
@@ -441,6 +442,11 @@ def test_delete_stale_removes_only_unreferenced_old_objects(tmp_path: Path) -> N
     young = json.loads(_publish(repo.path, dest, "--delete-stale", "7d", "--json").stdout)
     assert set(young["kept_stale"]) == gone and young["deletes"] == []
     assert old_target in _published(dest)
+    # Written later in the second the command reads the clock in (it counts whole seconds):
+    # still stale under "0s" (once kept as if negative-aged, a flaky CI failure).
+    for name in gone:
+        later = time.time() + 0.9
+        os.utime(dest / name, (later, later))
     proc = _publish(repo.path, dest, "--delete-stale", "0s", "--json")
     report = json.loads(proc.stdout)
     assert set(report["deletes"]) == gone

@@ -118,3 +118,26 @@ def test_a_move_across_file_systems_replaces_a_stale_temp_file(tmp_path: Path) -
         assert not stale.exists() and not src.exists()
     finally:
         shutil.rmtree(src_dir)
+
+
+def test_a_command_that_fails_waits_for_its_background_work_at_exit(tmp_path: Path) -> None:
+    """Work started in a Pending thread (a key derivation, an fsync) ends before the process
+    does, even when the command fails at once: a scrypt still running inside OpenSSL when
+    libcrypto's exit handler ran crashed the interpreter (SIGSEGV, exit -11, seen in CI)."""
+    import subprocess
+    import sys
+
+    done = tmp_path / "done"
+    code = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from packager.repo.fsutil import Pending\n"
+        "def work():\n"
+        "    time.sleep(0.5)\n"
+        f"    Path({str(done)!r}).write_text('finished')\n"
+        "Pending(work)\n"
+        "sys.exit(2)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert done.read_text() == "finished"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import fcntl
@@ -13,6 +14,7 @@ import re
 import secrets
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Generic, ParamSpec, TypeVar
@@ -33,8 +35,10 @@ class Pending(Generic[_T]):
     it and returns its value or raises its exception, in the caller's thread.
 
     For work that releases the GIL (hashlib's scrypt, fsync): it overlaps with the caller. A
-    daemon thread, so a command that fails meanwhile exits without waiting for it. Made per
-    use, never at import: a process forked after import (tests/killpoint.py) has no threads.
+    daemon thread, but a command that fails meanwhile waits for it at exit (at most
+    ``EXIT_WAIT`` seconds in all): a scrypt still inside OpenSSL when libcrypto's own exit
+    handler ran crashed the interpreter (SIGSEGV after the error line of a bad key file). Made
+    per use, never at import: a process forked after import (tests/killpoint.py) has no threads.
     """
 
     def __init__(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> None:
@@ -48,6 +52,7 @@ class Pending(Generic[_T]):
                 self._error.append(exc)
 
         self._thread = threading.Thread(target=run, daemon=True)
+        _running_at_exit(self._thread)
         self._thread.start()
 
     def result(self) -> _T:
@@ -55,6 +60,29 @@ class Pending(Generic[_T]):
         if self._error:
             raise self._error[0]
         return self._value[0]
+
+
+EXIT_WAIT = 10.0  # seconds: a few key derivations, or fsyncs on a slow disk
+_started: list[threading.Thread] = []
+_started_lock = threading.Lock()
+
+
+def _running_at_exit(thread: threading.Thread) -> None:
+    """Have the interpreter's exit wait for ``thread`` (Python's atexit runs before the C
+    library's exit handlers, OpenSSL's cleanup among them)."""
+    with _started_lock:
+        if not _started:
+            atexit.register(_wait_for_started)
+        _started[:] = [t for t in _started if t.is_alive()]
+        _started.append(thread)
+
+
+def _wait_for_started() -> None:
+    deadline = time.monotonic() + EXIT_WAIT
+    with _started_lock:
+        threads = list(_started)
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def temp_path(path: Path) -> Path:

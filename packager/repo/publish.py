@@ -313,7 +313,9 @@ def plan_publish(
                 continue
             if (m := _VERSIONED.fullmatch(name)) and m.group(2) == "root":
                 continue  # agents walk the whole root chain: every N.root.json stays
-            if now - obj.modified < delete_stale:
+            # `now` is in whole seconds, a listed time may not be: an object written earlier in
+            # this very second is age 0, not negative (so `--delete-stale 0s` deletes it).
+            if max(now - obj.modified, timedelta(0)) < delete_stale:
                 plan.kept_young.append(name)
             else:
                 plan.deletes.append(name)
